@@ -1,0 +1,38 @@
+# The two commands of the README: `make run` and `make test`. Both bootstrap what they need
+# on a fresh machine: uv (into .tools/ when it is not on PATH), the locked virtualenv, and for
+# the tests the services they talk to.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.9
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+
+.PHONY: help run test lint format sync services
+
+help:
+	@echo "make run   - run energymon on its embedded defaults (SQLite registry in .energymon/)"
+	@echo "make test  - lint and run the test suite against real services"
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+sync: | $(UV)
+	$(UV) sync --locked
+
+services:
+	./scripts/ensure-services.sh
+
+lint: sync
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+format: sync
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+test: lint services
+	$(UV) run pytest
+
+run: sync
+	$(UV) run energymon db upgrade
+	$(UV) run energymon meters list

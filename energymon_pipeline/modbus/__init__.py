@@ -1,0 +1,1 @@
+"""Modbus access: request planning, decoding and (in client.py) the pymodbus client."""

@@ -1,0 +1,118 @@
+"""The vocabulary shared by planning, reading and decoding.
+
+The integer values are the original system's codes (see the registry tables), so a row read from
+the database maps onto these enums without translation. This module imports neither pymodbus nor
+the registry, so the simulator, the CLI and the benchmarks can use it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class DataType(IntEnum):
+    """`registers.data_type`: 1-3 are the original's codes, 4-8 are extensions."""
+
+    INT16 = 1
+    INT32 = 2
+    FLOAT32 = 3
+    UINT16 = 4
+    UINT32 = 5
+    INT64 = 6
+    UINT64 = 7
+    FLOAT64 = 8
+
+    @property
+    def words(self) -> int:
+        """16-bit registers one value occupies."""
+        return _WORDS[self]
+
+
+_WORDS = {
+    DataType.INT16: 1,
+    DataType.UINT16: 1,
+    DataType.INT32: 2,
+    DataType.UINT32: 2,
+    DataType.FLOAT32: 2,
+    DataType.INT64: 4,
+    DataType.UINT64: 4,
+    DataType.FLOAT64: 4,
+}
+
+
+class FunctionCode(IntEnum):
+    """`registers.function_code`: only reads; the pipeline never writes to a device."""
+
+    READ_COILS = 1
+    READ_DISCRETE_INPUTS = 2
+    READ_HOLDING_REGISTERS = 3
+    READ_INPUT_REGISTERS = 4
+
+    @property
+    def is_bit(self) -> bool:
+        return self in (FunctionCode.READ_COILS, FunctionCode.READ_DISCRETE_INPUTS)
+
+
+class Order(IntEnum):
+    """`registers.word_order` / `registers.byte_order`."""
+
+    LITTLE = 1
+    BIG = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterSpec:
+    """One configured value of a meter type (one row of `registers`).
+
+    `address` is the zero-based protocol address, sent as is. For coils and discrete inputs
+    `data_type`, `word_order` and `byte_order` are ignored: one bit is one value (0 or 1).
+    """
+
+    measurement: str
+    address: int
+    data_type: DataType = DataType.FLOAT32
+    function_code: FunctionCode = FunctionCode.READ_INPUT_REGISTERS
+    word_order: Order = Order.BIG
+    byte_order: Order = Order.BIG
+    unit: str | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    min_value: float | None = None
+    max_value: float | None = None
+    register_id: int | None = None
+
+    @property
+    def width(self) -> int:
+        """Registers (or bits, for FC 1/2) this value occupies."""
+        return 1 if self.function_code.is_bit else self.data_type.words
+
+    @property
+    def end(self) -> int:
+        """One past the last address this value occupies."""
+        return self.address + self.width
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOptions:
+    """Per-meter request planning overrides (None in the registry means the default)."""
+
+    max_gap: int = 10
+    max_registers_per_request: int = 125
+    max_bits_per_request: int = 2000
+    single_register_reads: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """One Modbus read: `count` registers (or bits) from `address` with one function code,
+    covering the values in `registers` (sorted by address)."""
+
+    function_code: FunctionCode
+    address: int
+    count: int
+    registers: tuple[RegisterSpec, ...] = field(default_factory=tuple)
+
+    @property
+    def end(self) -> int:
+        return self.address + self.count

@@ -1,0 +1,104 @@
+"""Connecting to the registry database and bringing its schema up to date."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import OperationalError
+
+from energymon_pipeline import settings
+from energymon_pipeline.errors import RegistryError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+#: Alembic's version table, named for this project so it cannot collide with another
+#: application's migrations in a shared database.
+VERSION_TABLE = "energymon_alembic_version"
+
+
+def create_engine(url: URL | str | None = None) -> Engine:
+    """An engine for the registry (the configured one when `url` is None).
+
+    An SQLite file's folder is created on demand, so the embedded default works on a fresh
+    clone; connections are checked before use, so a restarted PostgreSQL is reconnected to
+    instead of failing every later query (a fault of the original)."""
+    url = sa.make_url(url) if url is not None else settings.database_url()
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    if url.get_backend_name() == "sqlite":
+        _make_sqlite_transactional(engine)
+    return engine
+
+
+def _make_sqlite_transactional(engine: Engine) -> None:
+    """pysqlite commits DDL implicitly; SQLAlchemy's documented recipe makes BEGIN explicit so
+    a failed migration or import leaves nothing behind. WAL lets the CLI read while a poll run
+    writes."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA busy_timeout=10000")
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN")
+
+
+def describe(engine: Engine) -> str:
+    """The engine's URL with the password hidden, for messages."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def unreachable(engine: Engine, error: OperationalError) -> RegistryError:
+    reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+    return RegistryError(f"cannot use the registry database {describe(engine)}: {reason}")
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def upgrade(engine: Engine) -> list[str]:
+    """Apply every pending migration in one transaction; returns the revisions applied
+    (empty when the schema was already current, so running it twice changes nothing)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = alembic_config()
+    script = ScriptDirectory.from_config(config)
+    try:
+        with engine.begin() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"version_table": VERSION_TABLE}
+            )
+            current = context.get_current_heads()
+            pending = [
+                rev.revision
+                for rev in script.iterate_revisions("heads", current[0] if current else "base")
+            ]
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except OperationalError as error:
+        raise unreachable(engine, error) from None
+    return list(reversed(pending))
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"version_table": VERSION_TABLE}
+            )
+            return context.get_current_revision()
+    except OperationalError as error:
+        raise unreachable(engine, error) from None

@@ -1,0 +1,279 @@
+"""Registry reads and writes, through SQLAlchemy Core with bound parameters only.
+
+Every write runs in one transaction: it either happens whole or leaves the tables as they
+were. Refusals raise `RegistryError` with a one-line message naming the meter or row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from energymon_pipeline.errors import RegistryError
+from energymon_pipeline.registry import db
+from energymon_pipeline.registry.tables import REGISTER_UNIQUE_KEY, energy_meters, registers
+from energymon_pipeline.registry.validation import check_meter, check_register
+
+
+@dataclass
+class WriteResult:
+    """What a write did, plus warnings the user should see (never errors)."""
+
+    ids: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _run(engine: Engine, work):
+    """Run `work(connection)` in a transaction, turning an unreachable or un-migrated
+    database into a one-line RegistryError."""
+    try:
+        with engine.begin() as connection:
+            return work(connection)
+    except OperationalError as error:
+        if "no such table" in str(error.orig):
+            raise _not_migrated(engine) from None
+        raise db.unreachable(engine, error) from None
+    except ProgrammingError as error:
+        if "does not exist" in str(error.orig):
+            raise _not_migrated(engine) from None
+        raise
+
+
+def _not_migrated(engine: Engine) -> RegistryError:
+    return RegistryError(
+        f"the registry database {db.describe(engine)} has no energymon tables yet; "
+        "run `energymon db upgrade` first"
+    )
+
+
+def _meter_row(row) -> dict[str, Any]:
+    """A meter as a dict, its timestamps always timezone-aware UTC (SQLite returns naive
+    values, which the database wrote in UTC)."""
+    meter = dict(row._mapping)
+    for column in ("created_at", "updated_at"):
+        value = meter.get(column)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            meter[column] = value.replace(tzinfo=UTC)
+    return meter
+
+
+def list_meters(engine: Engine, enabled_only: bool = False) -> list[dict[str, Any]]:
+    query = sa.select(energy_meters).order_by(energy_meters.c.id)
+    if enabled_only:
+        query = query.where(energy_meters.c.enabled.is_(True))
+    return _run(engine, lambda c: [_meter_row(r) for r in c.execute(query)])
+
+
+def get_meter(engine: Engine, meter_id: int) -> dict[str, Any]:
+    query = sa.select(energy_meters).where(energy_meters.c.id == meter_id)
+    row = _run(engine, lambda c: c.execute(query).first())
+    if row is None:
+        raise RegistryError(f"meter {meter_id} does not exist; `energymon meters list` shows ids")
+    return _meter_row(row)
+
+
+def register_types(connection) -> set[str]:
+    return set(connection.execute(sa.select(registers.c.type).distinct()).scalars())
+
+
+def add_meter(engine: Engine, fields: dict[str, Any]) -> WriteResult:
+    """Insert a meter; the next free id is assigned when none is given."""
+    clean, problems = check_meter(fields)
+    if problems:
+        raise RegistryError("meter not added: " + "; ".join(message for _, message in problems))
+    values = {k: v for k, v in clean.items() if v is not None or k == "description"}
+
+    def work(connection) -> WriteResult:
+        meter_id = values.get("id")
+        if meter_id is None:
+            highest = connection.execute(sa.select(sa.func.max(energy_meters.c.id))).scalar()
+            meter_id = 0 if highest is None else highest + 1
+        elif connection.execute(
+            sa.select(energy_meters.c.id).where(energy_meters.c.id == meter_id)
+        ).first():
+            raise RegistryError(
+                f"meter id {meter_id} already exists; allowed: an unused id, or none to "
+                "have one assigned"
+            )
+        connection.execute(energy_meters.insert().values({**values, "id": meter_id}))
+        _sync_id_sequence(connection)
+        result = WriteResult(ids=[meter_id])
+        if values["type"] not in register_types(connection):
+            result.warnings.append(
+                f"meter {meter_id}: type {values['type']!r} has no registers yet, so nothing "
+                "will be read from it until registers of that type are imported"
+            )
+        return result
+
+    try:
+        return _run(engine, work)
+    except IntegrityError as error:
+        raise RegistryError(f"meter not added: {_constraint_reason(error)}") from None
+
+
+def _sync_id_sequence(connection) -> None:
+    """Keep PostgreSQL's id generator past every explicit id, so rows inserted by hand with
+    psql (as the original's users did) and rows with generated ids never collide."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            sa.text(
+                "SELECT setval(pg_get_serial_sequence('energy_meters', 'id'), "
+                "COALESCE((SELECT MAX(id) FROM energy_meters), 0) + 1, false)"
+            )
+        )
+
+
+def _constraint_reason(error: IntegrityError) -> str:
+    return str(error.orig).strip().splitlines()[0]
+
+
+def remove_meter(engine: Engine, meter_id: int) -> None:
+    def work(connection) -> None:
+        deleted = connection.execute(
+            energy_meters.delete().where(energy_meters.c.id == meter_id)
+        ).rowcount
+        if not deleted:
+            raise RegistryError(
+                f"meter {meter_id} does not exist; `energymon meters list` shows ids"
+            )
+
+    _run(engine, work)
+
+
+def set_meter_enabled(engine: Engine, meter_id: int, enabled: bool) -> bool:
+    """Enable or disable a meter; returns False when it already was in that state."""
+
+    def work(connection) -> bool:
+        current = connection.execute(
+            sa.select(energy_meters.c.enabled).where(energy_meters.c.id == meter_id)
+        ).first()
+        if current is None:
+            raise RegistryError(
+                f"meter {meter_id} does not exist; `energymon meters list` shows ids"
+            )
+        if bool(current[0]) == enabled:
+            return False
+        connection.execute(
+            energy_meters.update().where(energy_meters.c.id == meter_id).values(enabled=enabled)
+        )
+        return True
+
+    return _run(engine, work)
+
+
+def list_registers(engine: Engine, type_: str | None = None) -> list[dict[str, Any]]:
+    query = sa.select(registers).order_by(
+        registers.c.type, registers.c.function_code, registers.c.register_address, registers.c.id
+    )
+    if type_ is not None:
+        query = query.where(registers.c.type == type_)
+    return _run(engine, lambda c: [dict(r._mapping) for r in c.execute(query)])
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One bad cell of an import: where it is and why it is refused."""
+
+    line: int
+    column: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}, column {self.column}: {self.message}"
+
+
+class ImportRefused(RegistryError):
+    """An import found bad rows; nothing was written."""
+
+    def __init__(self, problems: Sequence[RowProblem]):
+        self.problems = list(problems)
+        super().__init__(
+            f"nothing imported: {len({p.line for p in problems})} bad row(s), first: {problems[0]}"
+        )
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return tuple(row[column] for column in REGISTER_UNIQUE_KEY)
+
+
+def insert_registers(
+    engine: Engine,
+    rows: Iterable[tuple[int, dict[str, Any]]],
+    skip_identical: bool = False,
+    known_problems: Sequence[RowProblem] = (),
+) -> WriteResult:
+    """Insert register rows all or nothing. `rows` pairs each row with its line number (for
+    messages). A row whose unique key (type, function_code, register_address,
+    measurement_name) repeats in the input or exists in the table is refused, unless
+    `skip_identical` is set and the stored row is identical (re-importing a profile).
+    `known_problems` (rows the parser could not read) are reported with the rest."""
+    rows = list(rows)
+    problems: list[RowProblem] = list(known_problems)
+    cleaned: list[tuple[int, dict[str, Any]]] = []
+    for line, row in rows:
+        clean, row_problems = check_register(row)
+        problems.extend(RowProblem(line, column, message) for column, message in row_problems)
+        if not row_problems:
+            cleaned.append((line, clean))
+    seen: dict[tuple, int] = {}
+    for line, clean in cleaned:
+        key = _key(clean)
+        if key in seen:
+            problems.append(
+                RowProblem(
+                    line,
+                    "measurement_name",
+                    f"duplicate of line {seen[key]}: type {key[0]!r}, function_code {key[1]}, "
+                    f"register_address {key[2]}, measurement_name {key[3]!r} must be unique",
+                )
+            )
+        seen.setdefault(key, line)
+
+    def work(connection) -> WriteResult:
+        existing = {}
+        types = {clean["type"] for _, clean in cleaned}
+        if types:
+            stored = connection.execute(sa.select(registers).where(registers.c.type.in_(types)))
+            existing = {_key(dict(r._mapping)): dict(r._mapping) for r in stored}
+        to_insert = []
+        skipped = 0
+        for line, clean in cleaned:
+            stored = existing.get(_key(clean))
+            if stored is None:
+                to_insert.append(clean)
+            elif skip_identical and all(stored[k] == v for k, v in clean.items()):
+                skipped += 1
+            else:
+                problems.append(
+                    RowProblem(
+                        line,
+                        "measurement_name",
+                        f"type {clean['type']!r}, function_code {clean['function_code']}, "
+                        f"register_address {clean['register_address']}, measurement_name "
+                        f"{clean['measurement_name']!r} already exists in the registry (id "
+                        f"{stored['id']}); remove it first or leave the row out",
+                    )
+                )
+        if problems:
+            raise ImportRefused(sorted(problems, key=lambda p: p.line))
+        ids = []
+        if to_insert:
+            ids = list(
+                connection.execute(registers.insert().returning(registers.c.id), to_insert)
+                .scalars()
+                .all()
+            )
+        result = WriteResult(ids=ids)
+        if skipped:
+            result.warnings.append(f"{skipped} identical row(s) were already present")
+        return result
+
+    if not rows and not problems:
+        raise RegistryError("nothing imported: the input has no register rows")
+    return _run(engine, work)

@@ -1,0 +1,76 @@
+"""The registry tables as SQLAlchemy Core objects.
+
+Column for column compatible with the original system's `energy_meters` and `registers` (same
+names, same integer codes); everything else is an additive extension whose default every old
+row satisfies. The migrations in `migrations/` create or adopt this shape; this module is what
+queries are written against.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+FRAMERS = ("socket", "rtu")
+
+energy_meters = sa.Table(
+    "energy_meters",
+    metadata,
+    # Explicit ids stay possible (the original inserted them by hand; id 0 is the virtual
+    # meter); when none is given the registry assigns the next free one.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("host", sa.String(64), nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("slave_address", sa.Integer, nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("description", sa.String(64), nullable=True),
+    # Extensions.
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("timeout_s", sa.Float, nullable=True),
+    sa.Column("retries", sa.Integer, nullable=True),
+    sa.Column("framer", sa.String(8), nullable=False, server_default="socket"),
+    sa.Column("max_gap", sa.Integer, nullable=True),
+    sa.Column("max_registers_per_request", sa.Integer, nullable=True),
+    sa.Column("single_register_reads", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("connect_delay_s", sa.Float, nullable=True),
+    sa.Column("request_delay_s", sa.Float, nullable=True),
+)
+
+registers = sa.Table(
+    "registers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("register_address", sa.Integer, nullable=False),
+    sa.Column("measurement_name", sa.String(64), nullable=False),
+    sa.Column("data_unit", sa.String(8), nullable=True),
+    # Nullable as in the original DDL (its CHECKs let NULL through); the loader reports and
+    # skips such rows instead of crashing.
+    sa.Column("data_type", sa.Integer, nullable=True),
+    sa.Column("function_code", sa.Integer, nullable=True),
+    sa.Column("word_order", sa.Integer, nullable=True),
+    sa.Column("byte_order", sa.Integer, nullable=True),
+    # Extensions.
+    sa.Column("scale", sa.Float, nullable=False, server_default="1"),
+    sa.Column("offset", sa.Float, nullable=False, server_default="0"),
+    sa.Column("min_value", sa.Float, nullable=True),
+    sa.Column("max_value", sa.Float, nullable=True),
+)
+
+#: The columns of the original `registers` table, in the order of the original CSV header.
+ORIGINAL_REGISTER_COLUMNS = (
+    "type",
+    "register_address",
+    "measurement_name",
+    "data_unit",
+    "data_type",
+    "function_code",
+    "word_order",
+    "byte_order",
+)
+#: Optional extension columns a registers CSV may carry.
+EXTENSION_REGISTER_COLUMNS = ("scale", "offset", "min_value", "max_value")
+REGISTER_UNIQUE_KEY = ("type", "function_code", "register_address", "measurement_name")

@@ -1,0 +1,166 @@
+"""The rules a meter or register row must satisfy, with messages that say what is allowed.
+
+Shared by the CLI, the CSV import and the poll's definition loader, so a row is judged the
+same way wherever it comes from. Each check returns problems as (column, message) pairs
+instead of raising, so an import can report every bad cell of every row at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from energymon_pipeline.modbus.types import DataType, FunctionCode, Order
+from energymon_pipeline.registry.tables import FRAMERS
+
+Problem = tuple[str, str]
+
+DATA_TYPES_ALLOWED = ", ".join(f"{t.value} {t.name}" for t in DataType)
+FUNCTION_CODES_ALLOWED = "1 coils, 2 discrete inputs, 3 holding registers, 4 input registers"
+ORDERS_ALLOWED = "1 little-endian, 2 big-endian"
+
+
+def _as_int(value: Any) -> int | None:
+    """An int from an int or an integral string/float; None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            return None
+    return None
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _text(
+    row: Mapping[str, Any], column: str, max_len: int, required: bool, problems: list[Problem]
+) -> str | None:
+    value = row.get(column)
+    text = None if value is None else str(value).strip()
+    if not text:
+        if required:
+            problems.append((column, f"{column} is empty; allowed: 1 to {max_len} characters"))
+        return None
+    if len(text) > max_len:
+        problems.append(
+            (column, f"{column} {text!r} is {len(text)} characters long; allowed: at most {max_len}")
+        )
+    return text
+
+
+def _integer(
+    row: Mapping[str, Any],
+    column: str,
+    low: int,
+    high: int,
+    problems: list[Problem],
+    allowed: str | None = None,
+    required: bool = True,
+) -> int | None:
+    value = row.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            problems.append((column, f"{column} is empty; allowed: {allowed or f'{low}-{high}'}"))
+        return None
+    number = _as_int(value)
+    if number is None or not low <= number <= high:
+        shown = str(value).strip() if isinstance(value, str) else value
+        what = "is not allowed" if number is not None else "is not a whole number"
+        problems.append((column, f"{column} {shown} {what}; allowed: {allowed or f'{low}-{high}'}"))
+        return None
+    return number
+
+
+def _number(
+    row: Mapping[str, Any], column: str, problems: list[Problem], default: float | None
+) -> float | None:
+    value = row.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    number = _as_float(value)
+    if number is None:
+        problems.append((column, f"{column} {value!r} is not a finite number"))
+    return number
+
+
+def check_register(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """Validate one register row; returns the normalized row and its problems."""
+    problems: list[Problem] = []
+    clean: dict[str, Any] = {
+        "type": _text(row, "type", 32, True, problems),
+        "register_address": _integer(
+            row, "register_address", 0, 65535, problems, "0-65535 (zero-based protocol address)"
+        ),
+        "measurement_name": _text(row, "measurement_name", 64, True, problems),
+        "data_unit": _text(row, "data_unit", 8, False, problems),
+        "data_type": _integer(row, "data_type", 1, 8, problems, DATA_TYPES_ALLOWED),
+        "function_code": _integer(row, "function_code", 1, 4, problems, FUNCTION_CODES_ALLOWED),
+        "word_order": _integer(row, "word_order", 1, 2, problems, ORDERS_ALLOWED),
+        "byte_order": _integer(row, "byte_order", 1, 2, problems, ORDERS_ALLOWED),
+        "scale": _number(row, "scale", problems, 1.0),
+        "offset": _number(row, "offset", problems, 0.0),
+        "min_value": _number(row, "min_value", problems, None),
+        "max_value": _number(row, "max_value", problems, None),
+    }
+    if clean["scale"] == 0:
+        problems.append(("scale", "scale 0 would turn every reading into the offset; allowed: any non-zero number"))
+    low, high = clean["min_value"], clean["max_value"]
+    if low is not None and high is not None and low > high:
+        problems.append(("min_value", f"min_value {low:g} is above max_value {high:g}"))
+    address, data_type, fc = clean["register_address"], clean["data_type"], clean["function_code"]
+    if address is not None and data_type is not None and fc is not None:
+        width = 1 if FunctionCode(fc).is_bit else DataType(data_type).words
+        if address + width - 1 > 65535:
+            problems.append(
+                (
+                    "register_address",
+                    f"register_address {address} with data_type {data_type} "
+                    f"({DataType(data_type).name}, {width} registers) runs past 65535",
+                )
+            )
+    return clean, problems
+
+
+def check_meter(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """Validate one meter row (CLI input); returns the normalized row and its problems."""
+    problems: list[Problem] = []
+    clean: dict[str, Any] = {
+        "host": _text(row, "host", 64, True, problems),
+        "port": _integer(row, "port", 1, 65535, problems),
+        "slave_address": _integer(row, "slave_address", 0, 255, problems, "0-255 (Modbus unit id)"),
+        "type": _text(row, "type", 32, True, problems),
+        "description": _text(row, "description", 64, False, problems),
+    }
+    if row.get("id") is not None:
+        clean["id"] = _integer(row, "id", 0, 2**31 - 1, problems)
+    framer = str(row.get("framer") or "socket").strip()
+    if framer not in FRAMERS:
+        problems.append(("framer", f"framer {framer!r} is not allowed; allowed: {', '.join(FRAMERS)}"))
+    clean["framer"] = framer
+    timeout = row.get("timeout_s")
+    if timeout is not None:
+        value = _as_float(timeout)
+        if value is None or not 0 < value <= 600:
+            problems.append(("timeout_s", f"timeout_s {timeout} is not allowed; allowed: 0-600 seconds, above 0"))
+        clean["timeout_s"] = value
+    return clean, problems
+
+
+def order_name(code: int) -> str:
+    return Order(code).name.lower()

@@ -1,0 +1,110 @@
+"""Real services for the tests: PostgreSQL (the machine's server, a throwaway database per
+session) and SQLite files. In CI (CI=true) a missing service fails the run; elsewhere it skips
+the tests that need it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from energymon_pipeline.cli import cli
+from energymon_pipeline.registry import db
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN_URL = os.environ.get(
+    "ENERGYMON_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def service_missing(message: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: a missing service is a failure)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as error:
+        admin.dispose()
+        service_missing(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {error.orig}")
+    name = f"energymon_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(PG_ADMIN_URL).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _reset_postgres(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP SCHEMA public CASCADE"))
+        connection.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request, tmp_path) -> str:
+    """An empty registry database URL, once per backend (every registry test runs on both)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    url = request.getfixturevalue("postgres_url")
+    _reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def registry(registry_url):
+    engine = db.create_engine(registry_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def migrated(registry):
+    db.upgrade(registry)
+    return registry
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def energymon(registry_url, monkeypatch):
+    """Runs the `energymon` command in-process against the test registry."""
+    monkeypatch.setenv("ENERGYMON_DATABASE_URL", registry_url)
+
+    def run(*args: str) -> CliResult:
+        result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+@pytest.fixture
+def fetch():
+    """fetch(engine, sql) -> the result rows as tuples (for asserting what is stored)."""
+
+    def run(engine, sql: str, **params) -> list[tuple]:
+        with engine.connect() as connection:
+            return [tuple(r) for r in connection.execute(sa.text(sql), params)]
+
+    return run
