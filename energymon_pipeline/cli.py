@@ -59,7 +59,9 @@ def _print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> 
         cells.append(["" if row.get(key) is None else str(row.get(key)) for key, _ in columns])
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     for line in cells:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
 
 
 @click.group(cls=_Group)
@@ -127,10 +129,19 @@ def meters_list(as_json: bool) -> None:
 @click.option("--type", "type_", required=True, help="Meter type; joins to registers.type.")
 @click.option("--description", default=None, help="Free text; becomes the InfluxDB tag.")
 @click.option("--id", "meter_id", type=int, default=None, help="Explicit id (default: next free).")
-@click.option("--framer", type=click.Choice(["socket", "rtu"]), default="socket",
-              help="socket (Modbus TCP) or rtu (RTU over TCP gateways).")
-@click.option("--timeout", "timeout_s", type=float, default=None,
-              help="Per-request timeout in seconds (default 3).")
+@click.option(
+    "--framer",
+    type=click.Choice(["socket", "rtu"]),
+    default="socket",
+    help="socket (Modbus TCP) or rtu (RTU over TCP gateways).",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=None,
+    help="Per-request timeout in seconds (default 3).",
+)
 def meters_add(host, port, unit, type_, description, meter_id, framer, timeout_s) -> None:
     """Add a meter; it is polled from the next poll run on."""
     result = queries.add_meter(

@@ -37,7 +37,9 @@ def read_registers_csv(path: Path | str) -> tuple[Rows, list[RowProblem]]:
     except FileNotFoundError:
         raise RegistryError(f"{path}: no such file") from None
     except UnicodeDecodeError as error:
-        raise RegistryError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise RegistryError(
+            f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
     except OSError as error:
         raise RegistryError(f"{path}: cannot read it ({error.strerror})") from None
     return parse_registers_csv(text, source=str(path))
@@ -65,9 +67,16 @@ def parse_registers_csv(text: str, source: str = "<csv>") -> tuple[Rows, list[Ro
                 )
             )
             continue
-        rows.append((line, {name: (cell.strip() or None) for name, cell in zip(header, record)}))
+        rows.append(
+            (
+                line,
+                {name: (cell.strip() or None) for name, cell in zip(header, record, strict=True)},
+            )
+        )
     if header is None:
-        raise RegistryError(f"{source}: empty file; expected the header {','.join(ORIGINAL_REGISTER_COLUMNS)}")
+        raise RegistryError(
+            f"{source}: empty file; expected the header {','.join(ORIGINAL_REGISTER_COLUMNS)}"
+        )
     return rows, problems
 
 
@@ -75,7 +84,8 @@ def _check_header(header: list[str], source: str) -> None:
     unknown = [name for name in header if name not in ALLOWED_COLUMNS]
     if unknown:
         raise RegistryError(
-            f"{source}: line 1: unknown column {unknown[0]!r}; allowed: {', '.join(ALLOWED_COLUMNS)}"
+            f"{source}: line 1: unknown column {unknown[0]!r}; "
+            f"allowed: {', '.join(ALLOWED_COLUMNS)}"
         )
     missing = [name for name in ORIGINAL_REGISTER_COLUMNS if name not in header]
     if missing:

@@ -76,9 +76,7 @@ def upgrade(engine: Engine) -> list[str]:
     script = ScriptDirectory.from_config(config)
     try:
         with engine.begin() as connection:
-            context = MigrationContext.configure(
-                connection, opts={"version_table": VERSION_TABLE}
-            )
+            context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
             current = context.get_current_heads()
             pending = [
                 rev.revision
@@ -96,9 +94,7 @@ def current_revision(engine: Engine) -> str | None:
 
     try:
         with engine.connect() as connection:
-            context = MigrationContext.configure(
-                connection, opts={"version_table": VERSION_TABLE}
-            )
+            context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
             return context.get_current_revision()
     except OperationalError as error:
         raise unreachable(engine, error) from None

@@ -59,7 +59,10 @@ def _text(
         return None
     if len(text) > max_len:
         problems.append(
-            (column, f"{column} {text!r} is {len(text)} characters long; allowed: at most {max_len}")
+            (
+                column,
+                f"{column} {text!r} is {len(text)} characters long; allowed: at most {max_len}",
+            )
         )
     return text
 
@@ -119,7 +122,12 @@ def check_register(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem
         "max_value": _number(row, "max_value", problems, None),
     }
     if clean["scale"] == 0:
-        problems.append(("scale", "scale 0 would turn every reading into the offset; allowed: any non-zero number"))
+        problems.append(
+            (
+                "scale",
+                "scale 0 would turn every reading into the offset; allowed: any non-zero number",
+            )
+        )
     low, high = clean["min_value"], clean["max_value"]
     if low is not None and high is not None and low > high:
         problems.append(("min_value", f"min_value {low:g} is above max_value {high:g}"))
@@ -151,13 +159,20 @@ def check_meter(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
         clean["id"] = _integer(row, "id", 0, 2**31 - 1, problems)
     framer = str(row.get("framer") or "socket").strip()
     if framer not in FRAMERS:
-        problems.append(("framer", f"framer {framer!r} is not allowed; allowed: {', '.join(FRAMERS)}"))
+        problems.append(
+            ("framer", f"framer {framer!r} is not allowed; allowed: {', '.join(FRAMERS)}")
+        )
     clean["framer"] = framer
     timeout = row.get("timeout_s")
     if timeout is not None:
         value = _as_float(timeout)
         if value is None or not 0 < value <= 600:
-            problems.append(("timeout_s", f"timeout_s {timeout} is not allowed; allowed: 0-600 seconds, above 0"))
+            problems.append(
+                (
+                    "timeout_s",
+                    f"timeout_s {timeout} is not allowed; allowed: 0-600 seconds, above 0",
+                )
+            )
         clean["timeout_s"] = value
     return clean, problems
 

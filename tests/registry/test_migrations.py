@@ -60,15 +60,14 @@ def make_original(engine, meters=ORIGINAL_METERS, registers=ORIGINAL_REGISTERS) 
         for meter in meters:
             connection.execute(
                 sa.text(f"INSERT INTO energy_meters ({METER_COLUMNS}) VALUES (:a,:b,:c,:d,:e,:f)"),
-                dict(zip("abcdef", meter)),
+                dict(zip("abcdef", meter, strict=False)),
             )
         for register in registers:
             connection.execute(
                 sa.text(
-                    f"INSERT INTO registers ({REGISTER_COLUMNS}) "
-                    "VALUES (:a,:b,:c,:d,:e,:f,:g,:h)"
+                    f"INSERT INTO registers ({REGISTER_COLUMNS}) VALUES (:a,:b,:c,:d,:e,:f,:g,:h)"
                 ),
-                dict(zip("abcdefgh", register)),
+                dict(zip("abcdefgh", register, strict=False)),
             )
 
 
@@ -88,7 +87,7 @@ def test_new_database_gets_tables_and_the_virtual_meter(registry, fetch, monkeyp
     assert fetch(registry, f"SELECT {METER_COLUMNS}, enabled, framer FROM energy_meters") == [
         (0, "virtual-server", 1502, 0, "virtual_modbustcp", "test_energy_meter", True, "socket")
     ]
-    assert fetch(registry, f"SELECT {REGISTER_COLUMNS}, scale, \"offset\" FROM registers") == [
+    assert fetch(registry, f'SELECT {REGISTER_COLUMNS}, scale, "offset" FROM registers') == [
         ("virtual_modbustcp", 0, "test_measurement", "test_u", 1, 3, 2, 2, 1.0, 0.0)
     ]
 

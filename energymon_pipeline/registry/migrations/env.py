@@ -2,6 +2,7 @@
 (`energymon db upgrade`), or on the configured registry database when run by the alembic CLI."""
 
 from alembic import context
+
 from energymon_pipeline.registry.db import VERSION_TABLE, create_engine
 
 

@@ -1,0 +1,205 @@
+"""Which Modbus reads cover a meter's registers: as few as the device allows.
+
+Why coalesce: the original sent one request per value (27 round trips per SDM630 poll). Each
+Modbus TCP round trip costs milliseconds on a serial gateway, so a meter read in two requests
+is polled roughly ten times faster. Reading over a few unmapped addresses is normally
+harmless and cheaper than another round trip; `PlanOptions.max_gap` bounds how many.
+
+Why remember splits: some devices answer exception code 2 (illegal data address) to any read
+that spans an unmapped register. `MeterPlanner.split` re-reads such a request value by value
+and remembers those values, so later plans in this process read them alone instead of failing
+the merged read every poll. The memory is per process on purpose: after a restart the merged
+read is tried again (a firmware update or a corrected register map may have fixed it).
+
+Addresses are zero-based protocol addresses, sent as stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+from energymon_pipeline.modbus.types import FunctionCode, PlanOptions, ReadRequest, RegisterSpec
+
+__all__ = [
+    "MAX_BITS_PER_REQUEST",
+    "MAX_REGISTERS_PER_REQUEST",
+    "MeterPlanner",
+    "SplitKey",
+    "plan_requests",
+    "validate_options",
+]
+
+MAX_REGISTERS_PER_REQUEST = 125
+"""The Modbus limit for one FC 3/4 read, whatever the options say."""
+MAX_BITS_PER_REQUEST = 2000
+"""The Modbus limit for one FC 1/2 read."""
+_ADDRESS_SPACE = 0x10000
+
+SplitKey = tuple[int, int]
+"""(function code, address) of a value that must be read on its own."""
+
+
+def validate_options(options: PlanOptions) -> PlanOptions:
+    """Return `options` unchanged, or raise ValueError naming the option and its allowed range."""
+    _check_int("max_gap", options.max_gap, 0, None)
+    _check_int(
+        "max_registers_per_request",
+        options.max_registers_per_request,
+        1,
+        MAX_REGISTERS_PER_REQUEST,
+    )
+    _check_int("max_bits_per_request", options.max_bits_per_request, 1, MAX_BITS_PER_REQUEST)
+    if not isinstance(options.single_register_reads, bool):
+        raise ValueError(
+            f"single_register_reads must be true or false, got {options.single_register_reads!r}"
+        )
+    return options
+
+
+def _check_int(name: str, value: object, low: int, high: int | None) -> None:
+    allowed = f"{low}..{high}" if high is not None else f">= {low}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number ({allowed}), got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be {allowed}, got {value}")
+
+
+def _check_register(register: RegisterSpec) -> None:
+    if register.address < 0 or register.end > _ADDRESS_SPACE:
+        raise ValueError(
+            f"register {register.measurement!r} at address {register.address} "
+            f"({register.width} wide) does not fit the Modbus address range 0..65535"
+        )
+
+
+def _sort_key(register: RegisterSpec) -> tuple[int, int, str]:
+    # Ties broken by end and name so the plan does not depend on the registry's row order.
+    return register.address, register.end, register.measurement
+
+
+def _single(function_code: FunctionCode, register: RegisterSpec) -> ReadRequest:
+    return ReadRequest(function_code, register.address, register.width, (register,))
+
+
+def _coalesce(
+    function_code: FunctionCode,
+    registers: list[RegisterSpec],
+    options: PlanOptions,
+    split: Collection[SplitKey],
+) -> list[ReadRequest]:
+    """Greedy merge of address-sorted values of one function code.
+
+    A value marked in `split` is read alone and also ends the current run, so a merged read
+    never spans it: whatever address upset the device lies around such values, and merging
+    their neighbours across them would hit it again.
+
+    A single value wider than the per-request limit (e.g. an INT64 with
+    max_registers_per_request=2) still gets its one request: a value is never split across
+    requests, and the device's answer is the best judge of whether it can be read at all.
+    """
+    limit = (
+        options.max_bits_per_request if function_code.is_bit else options.max_registers_per_request
+    )
+    requests: list[ReadRequest] = []
+    run: list[RegisterSpec] = []
+    start = end = 0
+
+    def flush() -> None:
+        if run:
+            requests.append(ReadRequest(function_code, start, end - start, tuple(run)))
+            run.clear()
+
+    for register in registers:
+        if options.single_register_reads or (function_code, register.address) in split:
+            flush()
+            requests.append(_single(function_code, register))
+            continue
+        if (
+            run
+            and register.address - end <= options.max_gap
+            and max(end, register.end) - start <= limit
+        ):
+            run.append(register)
+            end = max(end, register.end)
+        else:
+            flush()
+            run.append(register)
+            start, end = register.address, register.end
+    flush()
+    return requests
+
+
+def plan_requests(
+    registers: Iterable[RegisterSpec],
+    options: PlanOptions = PlanOptions(),  # noqa: B008 - frozen dataclass, safe as a default
+    split: Collection[SplitKey] = frozenset(),
+) -> list[ReadRequest]:
+    """The reads that cover `registers`, ordered by function code, then address.
+
+    Per function code, values that are contiguous, overlap, or are separated by at most
+    `options.max_gap` unread addresses share a request, up to `max_registers_per_request`
+    registers (FC 3/4) or `max_bits_per_request` bits (FC 1/2). A value never straddles two
+    requests. Values whose (function code, address) is in `split`, and all values when
+    `single_register_reads` is set, are read one per request.
+    """
+    validate_options(options)
+    by_function: dict[FunctionCode, list[RegisterSpec]] = {}
+    for register in registers:
+        _check_register(register)
+        by_function.setdefault(FunctionCode(register.function_code), []).append(register)
+    requests: list[ReadRequest] = []
+    for function_code in sorted(by_function):
+        ordered = sorted(by_function[function_code], key=_sort_key)
+        requests.extend(_coalesce(function_code, ordered, options, split))
+    return requests
+
+
+class MeterPlanner:
+    """One meter's request plan, plus the values its device refused to have merged.
+
+    The caller keeps one per meter id for the life of the process. `plan` returns the same
+    ReadRequest objects while the definitions, options and split memory are unchanged, which
+    keeps the decoder cache (decode.block_decoder) warm across polls. Not thread-safe: use it
+    from one thread (the poll loop's event loop).
+
+    Usage on exception code 2 for a merged read::
+
+        for request in planner.split(failed):   # [] if `failed` held a single value
+            read(request)                       # a failure now is that value's own
+    """
+
+    def __init__(self, split: Iterable[SplitKey] = ()) -> None:
+        self._split: set[SplitKey] = {(int(fc), int(address)) for fc, address in split}
+        self._registers: tuple[RegisterSpec, ...] | None = None
+        self._options: PlanOptions | None = None
+        self._requests: tuple[ReadRequest, ...] | None = None
+
+    @property
+    def split_keys(self) -> frozenset[SplitKey]:
+        """(function code, address) of every value this meter reads alone."""
+        return frozenset(self._split)
+
+    def plan(
+        self,
+        registers: Iterable[RegisterSpec],
+        options: PlanOptions = PlanOptions(),  # noqa: B008 - frozen dataclass
+    ) -> list[ReadRequest]:
+        """`plan_requests` with this meter's split memory, reusing the last plan if unchanged."""
+        registers = tuple(registers)
+        if self._requests is None or registers != self._registers or options != self._options:
+            self._requests = tuple(plan_requests(registers, options, self._split))
+            self._registers, self._options = registers, options
+        return list(self._requests)
+
+    def split(self, request: ReadRequest) -> list[ReadRequest]:
+        """Remember `request`'s values as read-alone; return one request per value to retry now.
+
+        Returns [] for a request that already holds a single value: nothing is left to split,
+        so the error belongs to that value.
+        """
+        if len(request.registers) <= 1:
+            return []
+        function_code = FunctionCode(request.function_code)
+        self._split.update((int(function_code), r.address) for r in request.registers)
+        self._requests = None
+        return [_single(function_code, r) for r in sorted(request.registers, key=_sort_key)]
