@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 # Trust the system certificate store (where this machine kind keeps its CA bundle).
-export UV_NATIVE_TLS := 1
+export UV_SYSTEM_CERTS := 1
 
 .PHONY: help run test lint format sync services
 

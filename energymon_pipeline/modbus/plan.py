@@ -21,6 +21,7 @@ from collections.abc import Collection, Iterable
 from energymon_pipeline.modbus.types import FunctionCode, PlanOptions, ReadRequest, RegisterSpec
 
 __all__ = [
+    "DEFAULT_OPTIONS",
     "MAX_BITS_PER_REQUEST",
     "MAX_REGISTERS_PER_REQUEST",
     "MeterPlanner",
@@ -33,6 +34,8 @@ MAX_REGISTERS_PER_REQUEST = 125
 """The Modbus limit for one FC 3/4 read, whatever the options say."""
 MAX_BITS_PER_REQUEST = 2000
 """The Modbus limit for one FC 1/2 read."""
+DEFAULT_OPTIONS = PlanOptions()
+"""What a meter without overrides in the registry gets."""
 _ADDRESS_SPACE = 0x10000
 
 SplitKey = tuple[int, int]
@@ -131,7 +134,7 @@ def _coalesce(
 
 def plan_requests(
     registers: Iterable[RegisterSpec],
-    options: PlanOptions = PlanOptions(),  # noqa: B008 - frozen dataclass, safe as a default
+    options: PlanOptions = DEFAULT_OPTIONS,
     split: Collection[SplitKey] = frozenset(),
 ) -> list[ReadRequest]:
     """The reads that cover `registers`, ordered by function code, then address.
@@ -182,7 +185,7 @@ class MeterPlanner:
     def plan(
         self,
         registers: Iterable[RegisterSpec],
-        options: PlanOptions = PlanOptions(),  # noqa: B008 - frozen dataclass
+        options: PlanOptions = DEFAULT_OPTIONS,
     ) -> list[ReadRequest]:
         """`plan_requests` with this meter's split memory, reusing the last plan if unchanged."""
         registers = tuple(registers)
