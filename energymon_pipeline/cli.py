@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
 from energymon_pipeline.errors import EnergymonError
+from energymon_pipeline.modbus.types import (
+    DataType,
+    Endpoint,
+    FunctionCode,
+    MeterSpec,
+    Order,
+    PlanOptions,
+    RegisterSpec,
+)
 from energymon_pipeline.registry import db, queries
 from energymon_pipeline.registry.csv_import import read_registers_csv
 
@@ -230,6 +239,169 @@ def registers_import(file: str) -> None:
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"imported {len(result.ids)} register row(s) from {file}")
+
+
+def _result_rows(result) -> list[dict[str, Any]]:
+    rows = [
+        {
+            "measurement": r.register.measurement,
+            "value": r.value,
+            "unit": r.register.unit,
+            "address": r.register.address,
+            "function_code": int(r.register.function_code),
+            "time": datetime.fromtimestamp(r.time, UTC).isoformat(),
+        }
+        for r in result.readings
+    ]
+    return rows
+
+
+def _report_read(result, as_json: bool) -> None:
+    """Print one meter's readings (and its errors) for `read` and `probe`."""
+    rows = _result_rows(result)
+    summary = {
+        "meter": result.meter.meter_id,
+        "endpoint": str(result.meter.endpoint),
+        "ok": result.ok,
+        "requests": result.requests,
+        "latency_ms": None if result.mean_latency_ms is None else round(result.mean_latency_ms, 1),
+        "errors": list(dict.fromkeys(result.errors)),
+        "readings": rows,
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        for row in rows:
+            row["value"] = f"{row['value']:.10g}"
+        _print_table(
+            rows,
+            [("measurement", "MEASUREMENT"), ("value", "VALUE"), ("unit", "UNIT"),
+             ("function_code", "FC"), ("address", "ADDRESS")],
+        )  # fmt: skip
+        latency = "" if summary["latency_ms"] is None else f", {summary['latency_ms']} ms/request"
+        click.echo(
+            f"-- {summary['endpoint']}: {len(rows)} value(s), {result.requests} request(s){latency}"
+        )
+        for error in summary["errors"]:
+            click.echo(f"error: {error}", err=True)
+    if not result.ok:
+        sys.exit(EXIT_USER_ERROR)
+
+
+@cli.command("read")
+@click.argument("meter_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def read_meter(meter_id: int, as_json: bool) -> None:
+    """Read one meter from the registry now, the way a poll run does.
+
+    Exits 1 when any value could not be read (the values that could are still printed)."""
+    from energymon_pipeline.modbus.reader import read_meters_sync
+    from energymon_pipeline.registry.definitions import load_definitions
+
+    definitions = load_definitions(_engine(), meter_ids=[meter_id])
+    if not definitions.meters:
+        raise EnergymonError(
+            definitions.problems[0]
+            if definitions.problems
+            else f"meter {meter_id}: nothing to read"
+        )
+    for problem in definitions.problems:
+        click.echo(f"warning: {problem}", err=True)
+    _report_read(read_meters_sync(definitions.meters)[0], as_json)
+
+
+@cli.command("probe")
+@click.option("--host", required=True, help="Device or gateway host.")
+@click.option("--port", type=click.IntRange(1, 65535), default=502, show_default=True)
+@click.option(
+    "--unit",
+    type=click.IntRange(0, 255),
+    default=1,
+    show_default=True,
+    help="Modbus unit id (slave address).",
+)
+@click.option(
+    "--address",
+    type=click.IntRange(0, 65535),
+    required=True,
+    help="Zero-based protocol address of the first value (register 40001 -> 0).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1, 125),
+    default=1,
+    show_default=True,
+    help="How many consecutive values of --type to read.",
+)
+@click.option(
+    "--function",
+    "function_code",
+    type=click.IntRange(1, 4),
+    default=3,
+    show_default=True,
+    help="1 coils, 2 discrete inputs, 3 holding, 4 input registers.",
+)
+@click.option(
+    "--type",
+    "data_type",
+    default="FLOAT32",
+    show_default=True,
+    type=click.Choice(
+        [t.name for t in DataType] + [str(int(t)) for t in DataType], case_sensitive=False
+    ),
+    help="Data type name or code.",
+)
+@click.option(
+    "--word-order", type=click.Choice(["big", "little", "1", "2"]), default="big", show_default=True
+)
+@click.option(
+    "--byte-order", type=click.Choice(["big", "little", "1", "2"]), default="big", show_default=True
+)
+@click.option("--framer", type=click.Choice(["socket", "rtu"]), default="socket", show_default=True)
+@click.option(
+    "--timeout", "timeout_s", type=click.FloatRange(0.1, 60), default=3.0, show_default=True
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def probe(host, port, unit, address, count, function_code, data_type, word_order, byte_order,
+          framer, timeout_s, as_json) -> None:  # fmt: skip
+    """Ad-hoc read of consecutive values, for working out a new device's register map."""
+    from energymon_pipeline.modbus.reader import read_meters_sync
+
+    dtype = DataType(int(data_type)) if data_type.isdigit() else DataType[data_type.upper()]
+    fc = FunctionCode(function_code)
+    width = 1 if fc.is_bit else dtype.words
+    if address + width * count > 65536:
+        raise EnergymonError(
+            f"--address {address} + {count} value(s) of {width} register(s) runs past 65535"
+        )
+    if not fc.is_bit and width * count > 125:
+        raise EnergymonError(
+            f"--count {count} of {dtype.name} needs {width * count} registers; allowed: at most 125"
+        )
+
+    def order(text: str) -> Order:
+        return Order.LITTLE if text in ("little", "1") else Order.BIG
+
+    specs = tuple(
+        RegisterSpec(
+            measurement=f"{'coil' if fc.is_bit else dtype.name.lower()}@{address + i * width}",
+            address=address + i * width,
+            data_type=dtype,
+            function_code=fc,
+            word_order=order(word_order),
+            byte_order=order(byte_order),
+        )
+        for i in range(count)
+    )
+    meter = MeterSpec(
+        meter_id=-1,
+        endpoint=Endpoint(host, port, unit, framer=framer, timeout_s=timeout_s, retries=0),
+        meter_type="probe",
+        description=None,
+        registers=specs,
+        plan_options=PlanOptions(max_gap=0),
+    )
+    _report_read(read_meters_sync([meter])[0], as_json)
 
 
 def main() -> None:

@@ -116,3 +116,33 @@ class ReadRequest:
     @property
     def end(self) -> int:
         return self.address + self.count
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how to talk to one meter (the connection half of an `energy_meters` row)."""
+
+    host: str
+    port: int
+    unit_id: int
+    framer: str = "socket"
+    timeout_s: float = 3.0
+    retries: int = 1
+    connect_delay_s: float = 0.0
+    request_delay_s: float = 0.0
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port} unit {self.unit_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSpec:
+    """Everything needed to poll one meter: its row of `energy_meters` and the registers of
+    its type, already validated."""
+
+    meter_id: int
+    endpoint: Endpoint
+    meter_type: str
+    description: str | None
+    registers: tuple[RegisterSpec, ...]
+    plan_options: PlanOptions = field(default_factory=PlanOptions)

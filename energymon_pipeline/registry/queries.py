@@ -29,7 +29,7 @@ class WriteResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _run(engine: Engine, work):
+def run_in_transaction(engine: Engine, work):
     """Run `work(connection)` in a transaction, turning an unreachable or un-migrated
     database into a one-line RegistryError."""
     try:
@@ -67,12 +67,12 @@ def list_meters(engine: Engine, enabled_only: bool = False) -> list[dict[str, An
     query = sa.select(energy_meters).order_by(energy_meters.c.id)
     if enabled_only:
         query = query.where(energy_meters.c.enabled.is_(True))
-    return _run(engine, lambda c: [_meter_row(r) for r in c.execute(query)])
+    return run_in_transaction(engine, lambda c: [_meter_row(r) for r in c.execute(query)])
 
 
 def get_meter(engine: Engine, meter_id: int) -> dict[str, Any]:
     query = sa.select(energy_meters).where(energy_meters.c.id == meter_id)
-    row = _run(engine, lambda c: c.execute(query).first())
+    row = run_in_transaction(engine, lambda c: c.execute(query).first())
     if row is None:
         raise RegistryError(f"meter {meter_id} does not exist; `energymon meters list` shows ids")
     return _meter_row(row)
@@ -112,7 +112,7 @@ def add_meter(engine: Engine, fields: dict[str, Any]) -> WriteResult:
         return result
 
     try:
-        return _run(engine, work)
+        return run_in_transaction(engine, work)
     except IntegrityError as error:
         raise RegistryError(f"meter not added: {_constraint_reason(error)}") from None
 
@@ -143,7 +143,7 @@ def remove_meter(engine: Engine, meter_id: int) -> None:
                 f"meter {meter_id} does not exist; `energymon meters list` shows ids"
             )
 
-    _run(engine, work)
+    run_in_transaction(engine, work)
 
 
 def set_meter_enabled(engine: Engine, meter_id: int, enabled: bool) -> bool:
@@ -164,7 +164,7 @@ def set_meter_enabled(engine: Engine, meter_id: int, enabled: bool) -> bool:
         )
         return True
 
-    return _run(engine, work)
+    return run_in_transaction(engine, work)
 
 
 def list_registers(engine: Engine, type_: str | None = None) -> list[dict[str, Any]]:
@@ -173,7 +173,7 @@ def list_registers(engine: Engine, type_: str | None = None) -> list[dict[str, A
     )
     if type_ is not None:
         query = query.where(registers.c.type == type_)
-    return _run(engine, lambda c: [dict(r._mapping) for r in c.execute(query)])
+    return run_in_transaction(engine, lambda c: [dict(r._mapping) for r in c.execute(query)])
 
 
 @dataclass(frozen=True)
@@ -276,4 +276,4 @@ def insert_registers(
 
     if not rows and not problems:
         raise RegistryError("nothing imported: the input has no register rows")
-    return _run(engine, work)
+    return run_in_transaction(engine, work)

@@ -1,0 +1,177 @@
+"""Reading many meters at once: planned requests, bounded concurrency, partial results.
+
+All meters are read concurrently on one event loop, at most `concurrency` of them in flight
+at a time. Each meter keeps one connection for all samples of a run. A fault costs only what
+it touched: a Modbus exception loses that request's values; a read that spans unmapped
+registers (exception 2) is split into single-value reads, remembered for the rest of the
+process; a timeout or a lost connection ends that meter's sample (the remaining requests would
+fail the same way, each after another timeout) but never delays the other meters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from energymon_pipeline.modbus.client import BlockRead, ErrorKind, ModbusConnection
+from energymon_pipeline.modbus.decode import decode_block
+from energymon_pipeline.modbus.plan import MeterPlanner
+from energymon_pipeline.modbus.types import MeterSpec, ReadRequest, RegisterSpec
+
+DEFAULT_CONCURRENCY = 64
+ILLEGAL_DATA_ADDRESS = 2
+#: Faults after which the rest of a meter's sample is not attempted.
+FATAL_KINDS = {ErrorKind.TIMEOUT, ErrorKind.REFUSED, ErrorKind.CONNECTION}
+
+#: Per-meter planners for the life of the process, so a split learnt from an exception 2
+#: is not paid for again on the next cycle.
+_PLANNERS: dict[int, MeterPlanner] = {}
+
+
+def planner_for(meter_id: int) -> MeterPlanner:
+    planner = _PLANNERS.get(meter_id)
+    if planner is None:
+        planner = _PLANNERS[meter_id] = MeterPlanner()
+    return planner
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One decoded value; `time` is when its response arrived (epoch seconds, UTC)."""
+
+    time: float
+    register: RegisterSpec
+    value: float
+
+
+@dataclass
+class MeterResult:
+    """What reading one meter produced in one run, for the run metadata and the writer."""
+
+    meter: MeterSpec
+    readings: list[Reading] = field(default_factory=list)
+    requests: int = 0
+    registers_read: int = 0
+    errors: list[str] = field(default_factory=list)
+    failed_values: int = 0
+    samples: int = 0
+    latency_s: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Every configured value of every sample was read."""
+        return not self.errors and self.failed_values == 0
+
+    @property
+    def mean_latency_ms(self) -> float | None:
+        return 1000 * sum(self.latency_s) / len(self.latency_s) if self.latency_s else None
+
+    @property
+    def error(self) -> str | None:
+        """The distinct errors, joined for one table cell."""
+        if not self.errors:
+            return None
+        distinct = list(dict.fromkeys(self.errors))
+        more = f" (+{len(distinct) - 3} more)" if len(distinct) > 3 else ""
+        return "; ".join(distinct[:3]) + more
+
+
+def _describe(request: ReadRequest) -> str:
+    names = [r.measurement for r in request.registers]
+    shown = ", ".join(names[:3]) + (f" +{len(names) - 3}" if len(names) > 3 else "")
+    return (
+        f"FC{int(request.function_code)} {request.address}-{request.end - 1} ({shown})"
+        if request.count > 1
+        else f"FC{int(request.function_code)} {request.address} ({shown})"
+    )
+
+
+class _MeterSession:
+    def __init__(self, meter: MeterSpec, planner: MeterPlanner) -> None:
+        self.meter = meter
+        self.planner = planner
+        self.connection = ModbusConnection(meter.endpoint)
+        self.result = MeterResult(meter)
+
+    async def sample(self) -> None:
+        result = self.result
+        result.samples += 1
+        requests = self.planner.plan(self.meter.registers, self.meter.plan_options)
+        for index, request in enumerate(requests):
+            block = await self._read(request)
+            if block.error is None:
+                continue
+            code = block.error.exception_code
+            if code == ILLEGAL_DATA_ADDRESS and len(request.registers) > 1:
+                for single in self.planner.split(request):
+                    single_block = await self._read(single)
+                    if single_block.error is not None:
+                        self._fail(single_block)
+                        if single_block.error.kind in FATAL_KINDS:
+                            break
+                continue
+            self._fail(block)
+            if block.error.kind in FATAL_KINDS:
+                for skipped in requests[index + 1 :]:
+                    result.failed_values += len(skipped.registers)
+                break
+
+    async def _read(self, request: ReadRequest) -> BlockRead:
+        block = await self.connection.read(request)
+        self.result.requests += 1
+        if block.error is None:
+            self.result.registers_read += request.count
+            self.result.latency_s.append(block.latency_s)
+            values = decode_block(request, np.asarray(block.data, dtype=np.uint16))
+            self.result.readings.extend(
+                Reading(block.received_at, register, float(value))
+                for register, value in zip(request.registers, values, strict=True)
+            )
+        return block
+
+    def _fail(self, block: BlockRead) -> None:
+        self.result.failed_values += len(block.request.registers)
+        self.result.errors.append(f"{_describe(block.request)}: {block.error}")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+async def read_meters(
+    meters: Iterable[MeterSpec],
+    sample_times: Sequence[float] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> list[MeterResult]:
+    """Read every meter at each of `sample_times` (epoch seconds; a time already past is
+    sampled at once; None means one sample now). Results come back in the meters' order."""
+    meters = list(meters)
+    times = sorted(sample_times) if sample_times else [time.time()]
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(meter: MeterSpec) -> MeterResult:
+        session = _MeterSession(meter, planner_for(meter.meter_id))
+        try:
+            for at in times:
+                delay = at - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                async with gate:
+                    await session.sample()
+        finally:
+            session.close()
+        return session.result
+
+    return list(await asyncio.gather(*(one(meter) for meter in meters)))
+
+
+def read_meters_sync(
+    meters: Iterable[MeterSpec],
+    sample_times: Sequence[float] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> list[MeterResult]:
+    """`read_meters` for synchronous callers (the CLI, Dagster ops)."""
+    return asyncio.run(read_meters(meters, sample_times, concurrency))

@@ -1,0 +1,142 @@
+"""Registry rows -> validated meter definitions for polling.
+
+A bad row (a NULL code the original's CHECKs let through, an out-of-range value written with
+psql) is reported and skipped; it never stops the other meters from being polled.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from energymon_pipeline.modbus.types import (
+    DataType,
+    Endpoint,
+    FunctionCode,
+    MeterSpec,
+    Order,
+    PlanOptions,
+    RegisterSpec,
+)
+from energymon_pipeline.registry import queries
+from energymon_pipeline.registry.tables import energy_meters, registers
+from energymon_pipeline.registry.validation import check_meter, check_register
+
+DEFAULT_TIMEOUT_S = 3.0
+DEFAULT_RETRIES = 1
+
+
+@dataclass
+class Definitions:
+    meters: list[MeterSpec] = field(default_factory=list)
+    #: One line per skipped row or meter, naming it and why.
+    problems: list[str] = field(default_factory=list)
+
+
+def register_spec(row: dict[str, Any]) -> RegisterSpec:
+    """A validated `registers` row (see validation.check_register) as a RegisterSpec."""
+    return RegisterSpec(
+        measurement=row["measurement_name"],
+        address=row["register_address"],
+        data_type=DataType(row["data_type"]),
+        function_code=FunctionCode(row["function_code"]),
+        word_order=Order(row["word_order"]),
+        byte_order=Order(row["byte_order"]),
+        unit=row["data_unit"],
+        scale=row["scale"],
+        offset=row["offset"],
+        min_value=row["min_value"],
+        max_value=row["max_value"],
+        register_id=row.get("id"),
+    )
+
+
+def meter_spec(row: dict[str, Any], specs: Iterable[RegisterSpec]) -> MeterSpec:
+    options = PlanOptions(
+        max_gap=row["max_gap"] if row.get("max_gap") is not None else PlanOptions.max_gap,
+        max_registers_per_request=row.get("max_registers_per_request")
+        or PlanOptions.max_registers_per_request,
+        single_register_reads=bool(row.get("single_register_reads")),
+    )
+    return MeterSpec(
+        meter_id=row["id"],
+        endpoint=Endpoint(
+            host=row["host"].strip(),
+            port=row["port"],
+            unit_id=row["slave_address"],
+            framer=row.get("framer") or "socket",
+            timeout_s=row.get("timeout_s") or DEFAULT_TIMEOUT_S,
+            retries=row["retries"] if row.get("retries") is not None else DEFAULT_RETRIES,
+            connect_delay_s=row.get("connect_delay_s") or 0.0,
+            request_delay_s=row.get("request_delay_s") or 0.0,
+        ),
+        meter_type=row["type"],
+        description=row["description"],
+        registers=tuple(specs),
+        plan_options=options,
+    )
+
+
+def load_definitions(
+    engine: Engine, meter_ids: Iterable[int] | None = None, include_disabled: bool = False
+) -> Definitions:
+    """The enabled meters (or exactly `meter_ids`) with their registers."""
+    wanted = None if meter_ids is None else sorted(set(meter_ids))
+
+    def work(connection) -> tuple[list[dict], list[dict]]:
+        query = sa.select(energy_meters).order_by(energy_meters.c.id)
+        if wanted is not None:
+            query = query.where(energy_meters.c.id.in_(wanted))
+        elif not include_disabled:
+            query = query.where(energy_meters.c.enabled.is_(True))
+        meter_rows = [dict(r._mapping) for r in connection.execute(query)]
+        types = {m["type"] for m in meter_rows}
+        register_rows = []
+        if types:
+            register_rows = [
+                dict(r._mapping)
+                for r in connection.execute(
+                    sa.select(registers)
+                    .where(registers.c.type.in_(types))
+                    .order_by(registers.c.function_code, registers.c.register_address)
+                )
+            ]
+        return meter_rows, register_rows
+
+    meter_rows, register_rows = queries.run_in_transaction(engine, work)
+    result = Definitions()
+    if wanted is not None:
+        missing = sorted(set(wanted) - {m["id"] for m in meter_rows})
+        result.problems.extend(f"meter {m}: does not exist" for m in missing)
+
+    by_type: dict[str, list[RegisterSpec]] = defaultdict(list)
+    for row in register_rows:
+        clean, problems = check_register(row)
+        if problems:
+            reasons = "; ".join(message for _, message in problems)
+            result.problems.append(
+                f"register row id {row.get('id')} (type {row['type']!r}, "
+                f"{row['measurement_name']!r}): skipped: {reasons}"
+            )
+            continue
+        by_type[row["type"]].append(register_spec({**clean, "id": row.get("id")}))
+
+    for row in meter_rows:
+        _, problems = check_meter(row)
+        if problems:
+            reasons = "; ".join(message for _, message in problems)
+            result.problems.append(f"meter {row['id']}: skipped: {reasons}")
+            continue
+        specs = by_type.get(row["type"], [])
+        if not specs:
+            result.problems.append(
+                f"meter {row['id']}: type {row['type']!r} has no usable registers; nothing to read"
+            )
+            continue
+        result.meters.append(meter_spec(row, specs))
+    return result
