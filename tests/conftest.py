@@ -108,3 +108,39 @@ def fetch():
             return [tuple(r) for r in connection.execute(sa.text(sql), params)]
 
     return run
+
+
+@pytest.fixture
+def modbus_server():
+    """A real pymodbus TCP server on a free loopback port, serving `server.devices`
+    (unit id -> DeviceMemory); `server.requests` lists what arrived on the wire."""
+    from virtual_server.server import VirtualModbusServer
+
+    server = VirtualModbusServer({}, host="127.0.0.1", port=0)
+    server.start_in_thread()
+    yield server
+    server.stop_thread()
+
+
+@pytest.fixture
+def silent_port():
+    """A loopback port that accepts TCP connections but never answers (a hung device)."""
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+@pytest.fixture
+def refused_port():
+    """A loopback port nobody listens on."""
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port

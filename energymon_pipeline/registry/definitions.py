@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from energymon_pipeline.modbus.plan import validate_options
 from energymon_pipeline.modbus.types import (
     DataType,
     Endpoint,
@@ -29,6 +30,7 @@ from energymon_pipeline.registry.validation import check_meter, check_register
 
 DEFAULT_TIMEOUT_S = 3.0
 DEFAULT_RETRIES = 1
+DEFAULT_PLAN = PlanOptions()
 
 
 @dataclass
@@ -58,11 +60,12 @@ def register_spec(row: dict[str, Any]) -> RegisterSpec:
 
 def meter_spec(row: dict[str, Any], specs: Iterable[RegisterSpec]) -> MeterSpec:
     options = PlanOptions(
-        max_gap=row["max_gap"] if row.get("max_gap") is not None else PlanOptions.max_gap,
+        max_gap=row["max_gap"] if row.get("max_gap") is not None else DEFAULT_PLAN.max_gap,
         max_registers_per_request=row.get("max_registers_per_request")
-        or PlanOptions.max_registers_per_request,
+        or DEFAULT_PLAN.max_registers_per_request,
         single_register_reads=bool(row.get("single_register_reads")),
     )
+    validate_options(options)
     return MeterSpec(
         meter_id=row["id"],
         endpoint=Endpoint(
@@ -138,5 +141,8 @@ def load_definitions(
                 f"meter {row['id']}: type {row['type']!r} has no usable registers; nothing to read"
             )
             continue
-        result.meters.append(meter_spec(row, specs))
+        try:
+            result.meters.append(meter_spec(row, specs))
+        except ValueError as error:  # a per-meter override outside its range
+            result.problems.append(f"meter {row['id']}: skipped: {error}")
     return result

@@ -96,3 +96,13 @@ def test_per_meter_overrides(migrated):
         20,
         True,
     )
+
+
+def test_out_of_range_override_skips_only_that_meter(migrated):
+    queries.add_meter(migrated, {"host": "a", "port": 502, "slave_address": 1,
+                                 "type": "virtual_modbustcp", "id": 3})  # fmt: skip
+    with migrated.begin() as connection:
+        connection.execute(sa.text("UPDATE energy_meters SET max_gap = -1 WHERE id = 0"))
+    definitions = load_definitions(migrated)
+    assert [m.meter_id for m in definitions.meters] == [3]
+    assert definitions.problems == ["meter 0: skipped: max_gap must be >= 0, got -1"]
