@@ -150,6 +150,8 @@ class ModbusConnection:
             detail = f"no answer within {self.endpoint.timeout_s:g} s"
             if self.endpoint.retries:
                 detail += f" ({self.endpoint.retries} retries)"
+            # A late answer would otherwise arrive as the reply to the next request.
+            self.close()
             return self._result(request, None, ReadError(ErrorKind.TIMEOUT, detail), started)
         except (ModbusException, OSError) as error:
             self.close()
