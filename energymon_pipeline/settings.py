@@ -12,9 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from energymon_pipeline.cron import CronTrigger, cron_trigger
 from energymon_pipeline.errors import SettingsError
 
 DEFAULT_DATA_DIR = ".energymon"
@@ -87,3 +90,149 @@ def virtual_server(env: Mapping[str, str] | None = None) -> VirtualServerSetting
     host = env.get("VIRTUAL_SERVER_HOST", "").strip() or VirtualServerSettings.host
     port = _int(env, "VIRTUAL_SERVER_PORT", VirtualServerSettings.port, 1, 65535)
     return VirtualServerSettings(host=host, port=port)
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean; allowed: true or false")
+
+
+def _size(env: Mapping[str, str], name: str, default: int) -> int:
+    """Bytes, from a number with an optional K/M/G suffix (binary units)."""
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+    number, unit = raw[:-1] if raw[-1:].upper() in "KMG" else raw, raw[-1:].upper()
+    unit = unit if unit in ("K", "M", "G") else ""
+    try:
+        value = int(number) * units[unit]
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is not a size; allowed: bytes as a whole number, optionally "
+            "with K, M or G (e.g. 512M)"
+        ) from None
+    if value < 1024 * 1024:
+        raise SettingsError(f"{name}={raw!r} is too small; allowed: at least 1M")
+    return value
+
+
+def _duration(env: Mapping[str, str], name: str, default: int) -> int:
+    """Seconds, from a number with an optional s/m/h/d suffix."""
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    unit = raw[-1].lower() if raw[-1].lower() in units else "s"
+    number = raw[:-1] if raw[-1].lower() in units else raw
+    try:
+        value = int(number) * units[unit]
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is not a duration; allowed: a whole number with s, m, h or d "
+            "(e.g. 7d)"
+        ) from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class InfluxSettings:
+    """Where readings go. The pipeline writes as INFLUXDB_WRITE_USER when it is set (least
+    privilege); the original wrote as the admin, which stays the fallback."""
+
+    host: str
+    port: int
+    database: str
+    username: str | None
+    password: str | None
+    password_variable: str | None
+    timeout_s: float = 10.0
+
+
+def influx(env: Mapping[str, str] | None = None) -> InfluxSettings:
+    env = os.environ if env is None else env
+    auth = _bool(env, "INFLUXDB_HTTP_AUTH_ENABLED", False)
+    writer = env.get("INFLUXDB_WRITE_USER", "").strip()
+    if writer:
+        username, password_variable = writer, "INFLUXDB_WRITE_USER_PASSWORD"
+    elif auth or env.get("INFLUXDB_ADMIN_USER", "").strip():
+        username = env.get("INFLUXDB_ADMIN_USER", "").strip() or None
+        password_variable = "INFLUXDB_ADMIN_PASSWORD"
+    else:
+        username, password_variable = None, None
+    password = env.get(password_variable) if password_variable else None
+    if username and not password and auth:
+        raise SettingsError(
+            f"{password_variable} is not set; InfluxDB auth is on "
+            "(INFLUXDB_HTTP_AUTH_ENABLED=true), so the pipeline needs the password of "
+            f"user {username!r}"
+        )
+    database = env.get("INFLUXDB_DB", "").strip() or "influx_default"
+    return InfluxSettings(
+        host=env.get("INFLUXDB_HOSTNAME", "").strip() or "localhost",
+        port=_int(env, "INFLUXDB_PORT", 8086, 1, 65535),
+        database=database,
+        username=username,
+        password=password or None,
+        password_variable=password_variable,
+    )
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    path: Path
+    max_bytes: int
+    max_age_s: int
+
+
+def spool(env: Mapping[str, str] | None = None) -> SpoolSettings:
+    env = os.environ if env is None else env
+    path = env.get("ENERGYMON_SPOOL_DIR", "").strip()
+    return SpoolSettings(
+        path=Path(path) if path else data_dir(env) / "spool",
+        max_bytes=_size(env, "ENERGYMON_SPOOL_MAX_BYTES", 512 * 1024**2),
+        max_age_s=_duration(env, "ENERGYMON_SPOOL_MAX_AGE", 30 * 86400),
+    )
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Everything the Dagster definitions are built from, validated at load."""
+
+    poll: CronTrigger
+    discovery: CronTrigger
+    timezone: str
+    read_concurrency: int
+    run_retention_days: int
+
+
+def timezone(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    name = env.get("TZ", "").strip().lstrip(":") or "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"TZ={name!r} is not a known time zone; allowed: an IANA name such as "
+            "Europe/Warsaw or UTC"
+        ) from None
+    return name
+
+
+def pipeline(env: Mapping[str, str] | None = None) -> PipelineSettings:
+    env = os.environ if env is None else env
+    return PipelineSettings(
+        poll=cron_trigger(env, "INFLUX_UPDATER_CRON", ("*", "*/1", "0")),
+        discovery=cron_trigger(env, "SCHEDULER_CRON", ("*", "*/1", "50")),
+        timezone=timezone(env),
+        read_concurrency=_int(env, "ENERGYMON_READ_CONCURRENCY", 64, 1, 4096),
+        run_retention_days=_int(env, "DAGSTER_RUN_RETENTION_DAYS", 14, 1, 3650),
+    )

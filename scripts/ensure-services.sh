@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite talks to are installed and running on this machine:
-# PostgreSQL on 127.0.0.1:5432 (trust auth on this machine kind). Idempotent; bounded waits.
+# PostgreSQL on 127.0.0.1:5432 (trust auth on this machine kind), and the `influxd` binary
+# (InfluxDB 1.x). influxd is only installed, never started as a system service: the test
+# fixture (tests/influx_fixtures.py) starts its own on free loopback ports in a temp folder.
+# Idempotent; bounded waits.
 set -euo pipefail
 
 PG_HOST=127.0.0.1
@@ -45,5 +48,97 @@ ensure_postgres() {
   wait_for 60 "PostgreSQL on $PG_HOST:$PG_PORT" pg_isready -q -h "$PG_HOST" -p "$PG_PORT"
 }
 
+# The machine's own Debian archive entry, with its suite replaced by bookworm, as a sources
+# file for apt (deb822 when the machine uses .sources files, one-line otherwise). Prints
+# nothing when no Debian archive entry is found.
+bookworm_sources_entry() {
+  local file
+  for file in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$file" ] || continue
+    # First stanza of type deb whose URIs point at the main Debian archive (not -security).
+    awk '
+      function flush() {
+        if (is_deb && is_archive && !done) { printf "%s", stanza; done = 1 }
+        stanza = ""; is_deb = 0; is_archive = 0
+      }
+      /^[[:space:]]*$/ { flush(); next }
+      /^[[:space:]]*#/ { next }
+      /^Types:/ { if ($0 ~ /[[:space:]]deb([[:space:]]|$)/) is_deb = 1; stanza = stanza "Types: deb\n"; next }
+      /^URIs:/ { if ($0 ~ /\/debian\/?([[:space:]]|$)/) is_archive = 1 }
+      /^Suites:/ { stanza = stanza "Suites: bookworm\n"; next }
+      { stanza = stanza $0 "\n" }
+      END { flush() }
+    ' "$file" | sed '/^$/d' | grep . && return 0
+  done
+  for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$file" ] || continue
+    grep -E '^[[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?[^[:space:]]+/debian/?[[:space:]]' "$file" \
+      | head -n1 \
+      | sed -E 's#^([[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?[^[:space:]]+[[:space:]]+)[^[:space:]]+#\1bookworm#' \
+      | grep . && return 0
+  done
+  return 1
+}
+
+influxdb_candidate() {
+  apt-cache policy influxdb 2>/dev/null | awk '/Candidate:/ { print $2 }'
+}
+
+ensure_influxd() {
+  if command -v influxd >/dev/null 2>&1; then
+    return 0
+  fi
+  as_root apt-get update -qq
+  apt_updated=1
+  local candidate
+  candidate=$(influxdb_candidate)
+  if [ -z "$candidate" ] || [ "$candidate" = "(none)" ]; then
+    # Debian dropped influxdb after bookworm: take it from bookworm, through a copy of the
+    # machine's own Debian entry (same mirror and keyring) with the suite name changed.
+    local entry target
+    if ! entry=$(bookworm_sources_entry); then
+      log "no Debian archive entry in /etc/apt/sources.list{,.d}; install influxd (InfluxDB 1.x) by hand"
+      return 1
+    fi
+    if printf '%s\n' "$entry" | grep -q '^Types:'; then
+      target=/etc/apt/sources.list.d/energymon-bookworm.sources
+    else
+      target=/etc/apt/sources.list.d/energymon-bookworm.list
+    fi
+    log "this suite has no influxdb package; adding $target (bookworm)"
+    printf '%s\n' "$entry" | as_root tee "$target" >/dev/null
+    as_root apt-get update -qq
+  fi
+  # Keep the package from starting its system service: a policy-rc.d that denies every start,
+  # unless the machine already has one that does (Docker images usually do).
+  local policy=/usr/sbin/policy-rc.d saved="" replaced=""
+  if ! { [ -x "$policy" ] && { "$policy" influxdb start >/dev/null 2>&1; [ $? = 101 ]; }; }; then
+    if [ -e "$policy" ]; then
+      saved=$(mktemp)
+      as_root cp -p "$policy" "$saved"
+    fi
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    replaced=1
+  fi
+  log "installing influxd (Debian package influxdb)"
+  local status=0
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq influxdb >/dev/null || status=$?
+  if [ -n "$saved" ]; then
+    as_root mv "$saved" "$policy"
+  elif [ -n "$replaced" ]; then
+    as_root rm -f "$policy"
+  fi
+  [ "$status" = 0 ] || return "$status"
+  # Nor start it at boot (it would listen on every interface without auth).
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    as_root systemctl disable --quiet influxdb.service 2>/dev/null || true
+    log "influxdb.service left disabled; 'systemctl enable --now influxdb' to run it as a service"
+  fi
+  command -v influxd >/dev/null 2>&1
+}
+
 ensure_postgres
 log "PostgreSQL ready on $PG_HOST:$PG_PORT"
+ensure_influxd
+log "influxd installed: $(command -v influxd) ($(influxd version 2>/dev/null || echo 'version unknown'))"

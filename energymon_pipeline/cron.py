@@ -1,0 +1,113 @@
+"""The original's per-field cron variables, validated and turned into what Dagster runs.
+
+The original system took one cron field per variable (hour, minute, second; day, month and
+weekday were always `*`). Dagster schedules have minute resolution, so the hour and minute
+fields make the schedule's cron string and the second field becomes the list of seconds a run
+samples at within its minute. Validation is strict: a field that a cron library would accept
+but read differently from what the user meant (`*/90` for minutes fires once an hour) is an
+error that names the variable, its value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from energymon_pipeline.errors import SettingsError
+
+FIELD_RANGES = {"HOUR": (0, 23), "MINUTE": (0, 59), "SECOND": (0, 59)}
+_TERM = re.compile(r"^(?:(?P<star>\*)|(?P<low>\d+)(?:-(?P<high>\d+))?)(?:/(?P<step>\d+))?$")
+ALLOWED = "`*`, `*/n`, `a`, `a-b`, `a-b/n` or a comma-separated list of those"
+
+
+def expand_field(variable: str, value: str, low: int, high: int) -> list[int]:
+    """The sorted values a cron field selects; SettingsError when it is not a valid field."""
+    text = value.strip()
+
+    def refuse(reason: str) -> SettingsError:
+        return SettingsError(
+            f"{variable}={value!r} {reason}; allowed: {ALLOWED}, with values {low}-{high}"
+        )
+
+    if not text:
+        raise refuse("is empty")
+    selected: set[int] = set()
+    for term in text.split(","):
+        match = _TERM.match(term.strip())
+        if not match:
+            raise refuse(f"has an unreadable term {term.strip()!r}")
+        step = int(match["step"]) if match["step"] is not None else 1
+        if match["star"]:
+            start, stop = low, high
+        else:
+            start = int(match["low"])
+            stop = int(match["high"]) if match["high"] is not None else start
+            if match["step"] is not None and match["high"] is None:
+                stop = high  # `a/n`: from a to the end of the range
+        for bound in (start, stop):
+            if not low <= bound <= high:
+                raise refuse(f"selects {bound}, outside {low}-{high}")
+        if start > stop:
+            raise refuse(f"has the range {start}-{stop} running backwards")
+        if not 1 <= step <= high - low:
+            raise refuse(
+                f"has the step {step}, which must be 1-{high - low} (a larger step would "
+                f"select only {start} and silently change the schedule)"
+            )
+        selected.update(range(start, stop + 1, step))
+    return sorted(selected)
+
+
+def _dagster_field(value: str) -> str:
+    return ",".join(term.strip() for term in value.strip().split(","))
+
+
+@dataclass(frozen=True)
+class CronTrigger:
+    """One schedule from a HOUR/MINUTE/SECOND variable triple."""
+
+    prefix: str
+    hour: str
+    minute: str
+    second: str
+    hours: tuple[int, ...]
+    minutes: tuple[int, ...]
+    seconds: tuple[int, ...]
+
+    @property
+    def cron_schedule(self) -> str:
+        """The five-field cron string Dagster schedules with (minute resolution)."""
+        return f"{_dagster_field(self.minute)} {_dagster_field(self.hour)} * * *"
+
+    @property
+    def period_s(self) -> int:
+        """The shortest interval between two firings, in seconds (for sensor intervals)."""
+        times = sorted(h * 3600 + m * 60 + s for h in self.hours for m in self.minutes
+                       for s in self.seconds)  # fmt: skip
+        if len(times) == 1:
+            return 86400
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps.append(times[0] + 86400 - times[-1])
+        return min(gaps)
+
+
+def cron_trigger(env, prefix: str, defaults: tuple[str, str, str]) -> CronTrigger:
+    """Read `<prefix>_{HOUR,MINUTE,SECOND}_TRIGGER`; unset or empty means the default."""
+    values = {}
+    expanded = {}
+    for field, default in zip(("HOUR", "MINUTE", "SECOND"), defaults, strict=True):
+        variable = f"{prefix}_{field}_TRIGGER"
+        raw = env.get(variable)
+        value = default if raw is None or not raw.strip() else raw.strip()
+        low, high = FIELD_RANGES[field]
+        expanded[field] = tuple(expand_field(variable, value, low, high))
+        values[field] = value
+    return CronTrigger(
+        prefix=prefix,
+        hour=values["HOUR"],
+        minute=values["MINUTE"],
+        second=values["SECOND"],
+        hours=expanded["HOUR"],
+        minutes=expanded["MINUTE"],
+        seconds=expanded["SECOND"],
+    )

@@ -1,0 +1,57 @@
+"""The one dg.Definitions of energymon.
+
+Built from the environment when Dagster loads the code location; a bad setting (a cron field,
+a time zone) fails the load with a message naming the variable, its value and what is
+allowed. `build_definitions(env)` builds the same thing from another environment for tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import dagster as dg
+
+from energymon_pipeline import settings
+from energymon_pipeline.jobs import poll_meters_job, purge_old_runs_job
+from energymon_pipeline.resources import InfluxResource, RegistryResource
+from energymon_pipeline.schedules import build_poll_schedule, build_purge_schedule
+
+
+def _secret(env: Mapping[str, str], name: str | None):
+    """A password as dg.EnvVar (kept out of the UI and run config) when it is set."""
+    if name and env.get(name):
+        return dg.EnvVar(name)
+    return None
+
+
+def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
+    env = os.environ if env is None else env
+    pipeline = settings.pipeline(env)
+    influx = settings.influx(env)
+    spool = settings.spool(env)
+    return dg.Definitions(
+        jobs=[poll_meters_job, purge_old_runs_job],
+        schedules=[
+            build_poll_schedule(
+                pipeline.poll, pipeline.timezone, poll_meters_job, pipeline.read_concurrency
+            ),
+            build_purge_schedule(purge_old_runs_job, pipeline.run_retention_days, pipeline.timezone),
+        ],
+        resources={
+            "registry": RegistryResource(database_url=env.get("ENERGYMON_DATABASE_URL", "")),
+            "influx": InfluxResource(
+                host=influx.host,
+                port=influx.port,
+                database=influx.database,
+                username=influx.username,
+                password=_secret(env, influx.password_variable),
+                spool_dir=str(spool.path.absolute()),
+                spool_max_bytes=spool.max_bytes,
+                spool_max_age_s=spool.max_age_s,
+            ),
+        },
+    )
+
+
+defs = build_definitions()
