@@ -36,9 +36,13 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
             build_poll_schedule(
                 pipeline.poll, pipeline.timezone, poll_meters_job, pipeline.read_concurrency
             ),
-            build_purge_schedule(purge_old_runs_job, pipeline.run_retention_days, pipeline.timezone),
+            build_purge_schedule(
+                purge_old_runs_job, pipeline.run_retention_days, pipeline.timezone
+            ),
         ],
         resources={
+            # Outputs stay in memory: a poll run every minute writes no pickles to disk.
+            "io_manager": dg.mem_io_manager,
             "registry": RegistryResource(database_url=env.get("ENERGYMON_DATABASE_URL", "")),
             "influx": InfluxResource(
                 host=influx.host,

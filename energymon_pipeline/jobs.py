@@ -1,5 +1,5 @@
-"""The jobs. The poll job runs every minute: in-process executor and an in-memory IO
-manager, so a run costs no subprocess and writes no pickles to disk."""
+"""The jobs. The poll job runs every minute: in-process executor (no subprocess per op) and
+the in-memory IO manager bound in definitions.py (no pickles on disk)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ POLL_JOB = "poll_meters_job"
     name=POLL_JOB,
     description="Read every enabled meter, validate the readings and write them to InfluxDB.",
     executor_def=dg.in_process_executor,
-    resource_defs={"io_manager": dg.mem_io_manager},
     tags={"energymon/kind": "poll"},
 )
 def poll_meters_job() -> None:
@@ -28,7 +27,6 @@ def poll_meters_job() -> None:
 @dg.job(
     description="Delete Dagster runs older than DAGSTER_RUN_RETENTION_DAYS.",
     executor_def=dg.in_process_executor,
-    resource_defs={"io_manager": dg.mem_io_manager},
 )
 def purge_old_runs_job() -> None:
     purge_old_runs()

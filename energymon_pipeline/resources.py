@@ -6,9 +6,13 @@ objects that do the work, so the library layers stay free of dagster.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 from sqlalchemy.engine import Engine
 
+from energymon_pipeline.influx.spool import Spool
+from energymon_pipeline.influx.writer import InfluxTarget, InfluxWriter
 from energymon_pipeline.registry import db
 
 _ENGINES: dict[str, Engine] = {}
@@ -27,3 +31,33 @@ class RegistryResource(dg.ConfigurableResource):
         if engine is None:
             engine = _ENGINES[key] = db.create_engine(self.database_url or None)
         return engine
+
+
+class InfluxResource(dg.ConfigurableResource):
+    """InfluxDB 1.x and the on-disk spool every batch passes through."""
+
+    host: str = "localhost"
+    port: int = 8086
+    database: str = "influx_default"
+    username: str | None = None
+    password: str | None = None
+    timeout_s: float = 10.0
+    spool_dir: str = ".energymon/spool"
+    spool_max_bytes: int = 512 * 1024**2
+    spool_max_age_s: int = 30 * 86400
+
+    def target(self) -> InfluxTarget:
+        return InfluxTarget(
+            host=self.host,
+            port=self.port,
+            database=self.database,
+            username=self.username,
+            password=self.password,
+            timeout_s=self.timeout_s,
+        )
+
+    def writer(self) -> InfluxWriter:
+        return InfluxWriter(self.target())
+
+    def spool(self) -> Spool:
+        return Spool(Path(self.spool_dir), self.spool_max_bytes, self.spool_max_age_s)

@@ -11,7 +11,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import URL, make_url
@@ -135,8 +134,7 @@ def _duration(env: Mapping[str, str], name: str, default: int) -> int:
         value = int(number) * units[unit]
     except ValueError:
         raise SettingsError(
-            f"{name}={raw!r} is not a duration; allowed: a whole number with s, m, h or d "
-            "(e.g. 7d)"
+            f"{name}={raw!r} is not a duration; allowed: a whole number with s, m, h or d (e.g. 7d)"
         ) from None
     if value <= 0:
         raise SettingsError(f"{name}={raw!r} must be positive")
@@ -235,4 +233,82 @@ def pipeline(env: Mapping[str, str] | None = None) -> PipelineSettings:
         timezone=timezone(env),
         read_concurrency=_int(env, "ENERGYMON_READ_CONCURRENCY", 64, 1, 4096),
         run_retention_days=_int(env, "DAGSTER_RUN_RETENTION_DAYS", 14, 1, 3650),
+    )
+
+
+# -- the virtual Modbus server's own process (python -m virtual_server) -----------------------
+
+
+def virtual_server_update(env: Mapping[str, str] | None = None) -> CronTrigger:
+    """When the virtual server refreshes its values (second resolution, in TZ); the
+    original's defaults: every minute at second 50."""
+    env = os.environ if env is None else env
+    return cron_trigger(env, "VIRTUAL_SERVER_UPDATE_CRON", ("*", "*/1", "50"))
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # NaN fails this too
+        raise SettingsError(
+            f"{name}={raw!r} is not allowed; allowed: a number from {low:g} to {high:g}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class VirtualServerRunSettings:
+    """How `python -m virtual_server` runs when no command-line flag says otherwise.
+
+    `devices` holds the raw `NAME[@UNIT]` entries of VIRTUAL_SERVER_DEVICES; the virtual
+    server checks the names (it knows which devices exist)."""
+
+    listen_host: str
+    port: int
+    devices: tuple[str, ...]
+    fleet_size: int
+    units_per_port: int
+    response_delay_ms: float
+
+
+def virtual_server_run(env: Mapping[str, str] | None = None) -> VirtualServerRunSettings:
+    env = os.environ if env is None else env
+    where = virtual_server(env)
+    devices = tuple(
+        entry.strip() for entry in env.get("VIRTUAL_SERVER_DEVICES", "").split(",") if entry.strip()
+    )
+    return VirtualServerRunSettings(
+        # Where the pipeline looks for the server is also where it listens, unless told.
+        listen_host=env.get("VIRTUAL_SERVER_LISTEN_HOST", "").strip() or where.host,
+        port=where.port,
+        devices=devices or ("test",),
+        fleet_size=_int(env, "VIRTUAL_SERVER_FLEET_SIZE", 0, 0, 100_000),
+        units_per_port=_int(env, "VIRTUAL_SERVER_FLEET_UNITS_PER_PORT", 247, 1, 247),
+        response_delay_ms=_float(env, "VIRTUAL_SERVER_RESPONSE_DELAY_MS", 0.0, 0.0, 60_000.0),
+    )
+
+
+@dataclass(frozen=True)
+class InverterSettings:
+    """Where the Zeversolar TLC10000 bridge fetches `home.cgi` (host None: not configured)."""
+
+    host: str | None
+    port: int = 80
+
+
+def tlc10000_inverter(env: Mapping[str, str] | None = None) -> InverterSettings:
+    env = os.environ if env is None else env
+    host = env.get("VIRTUAL_TLC10000_INVERTER_HOST", "").strip() or None
+    if host is not None and ("/" in host or " " in host):
+        raise SettingsError(
+            f"VIRTUAL_TLC10000_INVERTER_HOST={host!r} is not a host; allowed: a hostname or IP "
+            "address without scheme or path (the port goes in VIRTUAL_TLC10000_INVERTER_PORT)"
+        )
+    return InverterSettings(
+        host=host, port=_int(env, "VIRTUAL_TLC10000_INVERTER_PORT", 80, 1, 65535)
     )

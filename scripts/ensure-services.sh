@@ -19,7 +19,7 @@ apt_install() {
     as_root apt-get update -qq
     apt_updated=1
   fi
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
@@ -84,6 +84,18 @@ influxdb_candidate() {
   apt-cache policy influxdb 2>/dev/null | awk '/Candidate:/ { print $2 }'
 }
 
+POLICY_RC=/usr/sbin/policy-rc.d
+policy_saved=""
+policy_replaced=""
+restore_policy_rc() {
+  if [ -n "$policy_saved" ]; then
+    as_root mv "$policy_saved" "$POLICY_RC"
+  elif [ -n "$policy_replaced" ]; then
+    as_root rm -f "$POLICY_RC"
+  fi
+  policy_saved="" policy_replaced=""
+}
+
 ensure_influxd() {
   if command -v influxd >/dev/null 2>&1; then
     return 0
@@ -111,24 +123,22 @@ ensure_influxd() {
   fi
   # Keep the package from starting its system service: a policy-rc.d that denies every start,
   # unless the machine already has one that does (Docker images usually do).
-  local policy=/usr/sbin/policy-rc.d saved="" replaced=""
-  if ! { [ -x "$policy" ] && { "$policy" influxdb start >/dev/null 2>&1; [ $? = 101 ]; }; }; then
-    if [ -e "$policy" ]; then
-      saved=$(mktemp)
-      as_root cp -p "$policy" "$saved"
+  policy_saved="" policy_replaced=""
+  if ! { [ -x "$POLICY_RC" ] && { "$POLICY_RC" influxdb start >/dev/null 2>&1; [ $? = 101 ]; }; }; then
+    if [ -e "$POLICY_RC" ]; then
+      policy_saved=$(mktemp)
+      as_root cp -p "$POLICY_RC" "$policy_saved"
     fi
-    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
-    as_root chmod 755 "$policy"
-    replaced=1
+    trap restore_policy_rc EXIT
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$POLICY_RC" >/dev/null
+    as_root chmod 755 "$POLICY_RC"
+    policy_replaced=1
   fi
   log "installing influxd (Debian package influxdb)"
   local status=0
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq influxdb >/dev/null || status=$?
-  if [ -n "$saved" ]; then
-    as_root mv "$saved" "$policy"
-  elif [ -n "$replaced" ]; then
-    as_root rm -f "$policy"
-  fi
+  apt_install influxdb || status=$?
+  restore_policy_rc
+  trap - EXIT
   [ "$status" = 0 ] || return "$status"
   # Nor start it at boot (it would listen on every interface without auth).
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then

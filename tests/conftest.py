@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from energymon_pipeline.cli import cli
 from energymon_pipeline.registry import db
 
+pytest_plugins = ["influx_fixtures"]
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get(
     "ENERGYMON_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

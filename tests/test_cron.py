@@ -81,8 +81,14 @@ def test_expand_field_forms():
     ("env", "message"),
     [
         ({"TZ": "Mars/Olympus"}, "TZ='Mars/Olympus' is not a known time zone"),
-        ({"ENERGYMON_READ_CONCURRENCY": "0"}, "ENERGYMON_READ_CONCURRENCY=0 is out of range; allowed: 1 to 4096"),
-        ({"DAGSTER_RUN_RETENTION_DAYS": "two"}, "DAGSTER_RUN_RETENTION_DAYS='two' is not an integer"),
+        (
+            {"ENERGYMON_READ_CONCURRENCY": "0"},
+            "ENERGYMON_READ_CONCURRENCY=0 is out of range; allowed: 1 to 4096",
+        ),
+        (
+            {"DAGSTER_RUN_RETENTION_DAYS": "two"},
+            "DAGSTER_RUN_RETENTION_DAYS='two' is not an integer",
+        ),
     ],
 )
 def test_other_pipeline_settings(env, message):

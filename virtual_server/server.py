@@ -20,6 +20,11 @@ knows where to look):
   concurrent connections never see each other's request.
 - Read-only. The action answers every write function code (5, 6, 15, 16, 22, 23) with
   `ExcCodes.ILLEGAL_FUNCTION` before pymodbus touches the block, so nothing changes.
+- "No value". A bridge whose source failed must not publish 0.0 (the original did, and it
+  corrupted energy totals). `DeviceMemory.set_no_value` keeps such addresses mapped but
+  valueless: a read touching them is answered with an exception (default 0x0B, gateway
+  target device failed to respond), so the poller records a gap. Not exception 2: that one
+  means "this address does not exist", and the poller would learn to split its reads.
 - Request counting uses `trace_pdu`, which pymodbus calls once for every request it decodes,
   whatever the outcome (served, exception 1/2, unknown unit id). Frames pymodbus cannot decode
   are not counted; among them reads asking for 0 or more than 125 registers / 2000 bits, which
@@ -65,6 +70,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from energymon_pipeline.modbus.types import FunctionCode
 
 __all__ = [
+    "NO_VALUE_EXCEPTION",
     "WRITE_FUNCTION_CODES",
     "DeviceMemory",
     "Request",
@@ -73,6 +79,9 @@ __all__ = [
 
 #: Function codes that would change a device; the virtual server refuses them (exception 1).
 WRITE_FUNCTION_CODES = frozenset({5, 6, 15, 16, 22, 23})
+#: What a read of an address holding no value is answered with: the bridged device (or the
+#: simulation) had nothing to give, which is a gateway's "target device failed to respond".
+NO_VALUE_EXCEPTION = int(ExcCodes.GATEWAY_NO_RESPONSE)
 
 _ADDRESS_SPACE = 65536
 _TABLE_NAMES = {
@@ -115,9 +124,12 @@ class DeviceMemory:
     answered with exception 2, like a real meter. Tables are addressed by their read function
     code (1 coils, 2 discrete inputs, 3 holding registers, 4 input registers).
 
+    An address may also be mapped but hold no value (`set_no_value`): reads touching it are
+    answered with an exception code instead of data; setting a value there again clears it.
+
     All methods take one lock, so tests may change values from their own thread while the
     server answers from its event loop thread; each read sees the tables either before or
-    after a whole `set_*` call.
+    after a whole `set_*` call, or a whole `with memory.batch():` block of them.
     """
 
     def __init__(
@@ -128,8 +140,11 @@ class DeviceMemory:
         holding_registers: Mapping[int, int] | None = None,
         input_registers: Mapping[int, int] | None = None,
     ) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant, so `batch()` can hold it across several set_* calls.
+        self._lock = threading.RLock()
         self._tables: dict[FunctionCode, dict[int, int | bool]] = {fc: {} for fc in FunctionCode}
+        # address -> exception code, for addresses that are mapped but hold no value.
+        self._no_value: dict[FunctionCode, dict[int, int]] = {fc: {} for fc in FunctionCode}
         for fc, initial in (
             (FunctionCode.READ_COILS, coils),
             (FunctionCode.READ_DISCRETE_INPUTS, discrete_inputs),
@@ -154,9 +169,10 @@ class DeviceMemory:
                     "(an int in 0..65535)"
                 )
         with self._lock:
-            target = self._tables[table]
+            target, no_value = self._tables[table], self._no_value[table]
             for offset, word in enumerate(values):
                 target[address + offset] = word
+                no_value.pop(address + offset, None)
 
     def set_bits(self, function_code: int, address: int, bits: Iterable[bool | int]) -> None:
         """Map `bits` at `address`, `address + 1`, ... of table 1 or 2 (0/1 or bools)."""
@@ -170,9 +186,48 @@ class DeviceMemory:
                     "(True/False or 0/1)"
                 )
         with self._lock:
-            target = self._tables[table]
+            target, no_value = self._tables[table], self._no_value[table]
             for offset, bit in enumerate(values):
                 target[address + offset] = bool(bit)
+                no_value.pop(address + offset, None)
+
+    def set_no_value(
+        self,
+        function_code: int,
+        address: int,
+        count: int = 1,
+        exception_code: int = NO_VALUE_EXCEPTION,
+    ) -> None:
+        """Keep `count` addresses from `address` mapped but without a value: a read touching
+        any of them is answered with `exception_code` (a read that also touches an unmapped
+        address is still exception 2). Setting a value there again clears this."""
+        table = _table(function_code)
+        if count < 1:
+            raise ValueError(f"cannot clear {count} {_TABLE_NAMES[table]}s: count must be >= 1")
+        _check_span(table, address, count)
+        try:
+            code = int(ExcCodes(exception_code))
+        except ValueError:
+            allowed = ", ".join(str(int(c)) for c in ExcCodes)
+            raise ValueError(
+                f"exception code {exception_code!r} is not a Modbus exception; allowed: {allowed}"
+            ) from None
+        if code == ExcCodes.ILLEGAL_ADDRESS:
+            raise ValueError(
+                "exception code 2 means the address does not exist: use unmap() for that"
+            )
+        with self._lock:
+            target, no_value = self._tables[table], self._no_value[table]
+            for cleared in range(address, address + count):
+                target.pop(cleared, None)
+                no_value[cleared] = code
+
+    @contextlib.contextmanager
+    def batch(self):
+        """Hold the lock across several set_* calls, so no read sees half of an update
+        (a meter's power and energy from different moments)."""
+        with self._lock:
+            yield self
 
     def unmap(self, function_code: int, address: int, count: int = 1) -> None:
         """Make `count` addresses from `address` unmapped again (reads of them: exception 2)."""
@@ -181,31 +236,54 @@ class DeviceMemory:
             raise ValueError(f"cannot unmap {count} {_TABLE_NAMES[table]}s: count must be >= 1")
         _check_span(table, address, count)
         with self._lock:
-            target = self._tables[table]
+            target, no_value = self._tables[table], self._no_value[table]
             for unmapped in range(address, address + count):
                 target.pop(unmapped, None)
+                no_value.pop(unmapped, None)
 
     def clear(self) -> None:
         """Unmap every address of every table."""
         with self._lock:
-            for target in self._tables.values():
+            for target in (*self._tables.values(), *self._no_value.values()):
                 target.clear()
 
-    def read(self, function_code: int, address: int, count: int) -> list[int] | list[bool] | None:
-        """The values at `address`..`address + count - 1`, or None if any of them is unmapped."""
+    def answer(
+        self, function_code: int, address: int, count: int
+    ) -> list[int] | list[bool] | ExcCodes:
+        """What a read of `count` addresses from `address` is answered with: the values, or
+        the exception code (2 when any address is unmapped, else the no-value code of the
+        first address holding no value)."""
         table = _table(function_code)
         with self._lock:
-            target = self._tables[table]
-            try:
-                return [target[a] for a in range(address, address + count)]
-            except KeyError:
-                return None
+            target, no_value = self._tables[table], self._no_value[table]
+            values: list = []
+            refusal: int | None = None
+            for current in range(address, address + count):
+                if current in target:
+                    values.append(target[current])
+                elif current in no_value:
+                    refusal = no_value[current] if refusal is None else refusal
+                else:
+                    return ExcCodes.ILLEGAL_ADDRESS
+            return values if refusal is None else ExcCodes(refusal)
+
+    def read(self, function_code: int, address: int, count: int) -> list[int] | list[bool] | None:
+        """The values at `address`..`address + count - 1`, or None if any of them is unmapped
+        or holds no value."""
+        outcome = self.answer(function_code, address, count)
+        return None if isinstance(outcome, ExcCodes) else outcome
 
     def mapped(self, function_code: int) -> dict[int, int | bool]:
-        """A copy of one table: address -> value for every mapped address."""
+        """A copy of one table: address -> value for every address that holds a value."""
         table = _table(function_code)
         with self._lock:
             return dict(self._tables[table])
+
+    def without_value(self, function_code: int) -> dict[int, int]:
+        """Address -> exception code for every address that is mapped but holds no value."""
+        table = _table(function_code)
+        with self._lock:
+            return dict(self._no_value[table])
 
 
 class Request(NamedTuple):
@@ -507,9 +585,9 @@ class VirtualModbusServer:
         memory = self.devices.get(read.unit_id)
         if memory is None:  # removed after the request arrived
             raise NoSuchIdException(f"unit id {read.unit_id} is not simulated by this server")
-        values = memory.read(table, read.address, read.count)
-        if values is None:
-            return ExcCodes.ILLEGAL_ADDRESS
+        values = memory.answer(table, read.address, read.count)
+        if isinstance(values, ExcCodes):
+            return values
         # No await from here until pymodbus slices the block, so concurrent reads of other
         # units cannot overwrite what is copied in.
         if table.is_bit:

@@ -1,8 +1,6 @@
 """Housekeeping: Dagster keeps every run forever, and a poll run per minute makes the run
 history (and the UI that lists it) slower every month. This op deletes old runs."""
 
-from __future__ import annotations
-
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -38,6 +36,10 @@ def purge_old_runs(context: dg.OpExecutionContext, config: PurgeConfig) -> int:
             deleted += 1
     context.log.info(f"deleted {deleted} run(s) created before {cutoff.isoformat()}")
     context.add_output_metadata(
-        {"deleted runs": deleted, "cutoff": cutoff.isoformat(), "retention days": config.retention_days}
+        {
+            "deleted runs": deleted,
+            "cutoff": cutoff.isoformat(),
+            "retention days": config.retention_days,
+        }
     )
     return deleted

@@ -4,10 +4,9 @@ Concurrency lives inside `read_meters` (asyncio), not in a dynamic fan-out: one 
 would multiply event-log rows by the meter count every minute.
 """
 
-from __future__ import annotations
-
 import asyncio
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,7 +21,9 @@ from energymon_pipeline.modbus.types import MeterSpec
 from energymon_pipeline.registry.definitions import load_definitions as load_registry
 from energymon_pipeline.resources import RegistryResource
 
-ReadingsFrame = pandera_schema_to_dagster_type(readings.ReadingsModel)
+with warnings.catch_warnings():  # dagster-pandera marks itself beta; the pin keeps it stable
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    ReadingsFrame = pandera_schema_to_dagster_type(readings.ReadingsModel)
 
 
 class PollConfig(dg.Config):
@@ -123,9 +124,7 @@ def validate_readings(context: dg.OpExecutionContext, results: list[MeterResult]
     validated = readings.validate(results)
     for (meter_id, reason), count in sorted(validated.dropped.items()):
         context.log.warning(f"meter {meter_id}: dropped {count} value(s): {reason}")
-    context.add_output_metadata(
-        {"rows": len(validated.frame), "dropped": validated.dropped_total}
-    )
+    context.add_output_metadata({"rows": len(validated.frame), "dropped": validated.dropped_total})
     return validated.frame
 
 
@@ -138,7 +137,9 @@ def meter_table(results: list[MeterResult], frame: pd.DataFrame) -> dg.TableMeta
                 "meter": r.meter.meter_id,
                 "description": r.meter.description or "",
                 "ok": r.ok,
-                "latency_ms": round(r.mean_latency_ms, 1) if r.mean_latency_ms is not None else None,
+                "latency_ms": round(r.mean_latency_ms, 1)
+                if r.mean_latency_ms is not None
+                else None,
                 "requests": r.requests,
                 "values": int(written.get(r.meter.meter_id, 0)),
                 "error": r.error or "",

@@ -1,0 +1,260 @@
+"""Writing line protocol batches to InfluxDB 1.x, with failures sorted into what the caller
+does next: wait and retry (unreachable, server error), fix the configuration (auth, missing
+database), or set the batch aside (bad request: re-sending the same points fails the same way).
+
+Every error is an `EnergymonError` with one line naming host:port/database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import requests
+from influxdb import InfluxDBClient
+from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
+
+from energymon_pipeline.errors import EnergymonError
+from energymon_pipeline.influx.points import PRECISION
+
+# InfluxDB's guidance for 1.x is batches of about 5000 points; a spooled batch larger than that
+# goes out in several requests (re-sending all of them after a failure is harmless).
+DEFAULT_BATCH_SIZE = 5000
+_MAX_DETAIL = 300
+_CLIENT_ERRORS = (InfluxDBClientError, InfluxDBServerError, requests.exceptions.RequestException)
+
+
+@dataclass(frozen=True)
+class InfluxTarget:
+    """Where to write. `username` None (or "") means no authentication."""
+
+    host: str
+    port: int = 8086
+    database: str = "influx_default"
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    timeout_s: float = 10.0
+    verify_ssl: bool = True
+
+    @property
+    def where(self) -> str:
+        scheme = "https" if self.ssl else "http"
+        return f"{scheme}://{self.host}:{self.port}/{self.database}"
+
+    def __repr__(self) -> str:  # never show the password
+        return f"InfluxTarget({self.where!r}, username={self.username!r})"
+
+
+class InfluxError(EnergymonError):
+    """A write or query to InfluxDB failed. `retryable`: whether trying again later can help."""
+
+    retryable = False
+
+
+class InfluxUnreachable(InfluxError):
+    """No HTTP answer: connection refused, name not found, TLS failure or timeout."""
+
+    retryable = True
+
+
+class InfluxServerError(InfluxError):
+    """InfluxDB answered 5xx (or another unexpected status)."""
+
+    retryable = True
+
+
+class InfluxAuthError(InfluxError):
+    """InfluxDB refused the credentials (401) or the user lacks a privilege (403)."""
+
+
+class InfluxDatabaseMissing(InfluxError):
+    """The database does not exist and could not (or must not) be created."""
+
+
+class InfluxBadRequest(InfluxError):
+    """InfluxDB refused the points themselves (400: unparsable line, field type conflict).
+    Points of the batch that were valid may have been stored (a "partial write")."""
+
+
+def _detail(content: object) -> str:
+    """The server's `error` text, on one line, shortened."""
+    if isinstance(content, bytes):
+        content = content.decode("utf-8", errors="replace")
+    text = str(content)
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        decoded = None
+    if isinstance(decoded, dict) and "error" in decoded:
+        text = str(decoded["error"])
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
+
+
+def _connection_reason(error: requests.exceptions.RequestException) -> str:
+    if isinstance(error, requests.exceptions.SSLError):
+        return "TLS handshake failed"
+    text = str(error)
+    if "Connection refused" in text:
+        return "connection refused"
+    if any(
+        marker in text
+        for marker in (
+            "Name or service not known",
+            "Temporary failure in name resolution",
+            "nodename nor servname",
+            "Failed to resolve",
+            "No address associated",
+        )
+    ):
+        return "host name not found"
+    if "Network is unreachable" in text or "No route to host" in text:
+        return "network unreachable"
+    return "connection failed"
+
+
+class InfluxWriter:
+    """Writes line protocol batches to one database; creates it on first need when allowed.
+
+    Uses the client with a single attempt per request: retrying is the spool's and the op's
+    job, and the client's own retries would multiply the timeout.
+    """
+
+    def __init__(
+        self,
+        target: InfluxTarget,
+        *,
+        create_database: bool = True,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.target = target
+        self.create_database = create_database
+        self.batch_size = batch_size
+        self._client = InfluxDBClient(
+            host=target.host,
+            port=target.port,
+            username=target.username or None,
+            password=target.password if target.username else None,
+            database=target.database,
+            ssl=target.ssl,
+            verify_ssl=target.verify_ssl if target.ssl else False,
+            timeout=target.timeout_s,
+            retries=1,
+        )
+
+    def __enter__(self) -> InfluxWriter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"InfluxWriter({self.target!r})"
+
+    def write(self, lines: Sequence[str]) -> None:
+        """Writes the lines (precision `PRECISION`); returns once InfluxDB acknowledged them all.
+        Creates the database if it is missing and `create_database` is on."""
+        if not lines:
+            return
+        try:
+            self._write(lines)
+            return
+        except InfluxDBClientError as error:
+            if error.code != 404 or "database not found" not in _detail(error.content):
+                raise self._classify(error, "write") from error
+            missing = error
+        except _CLIENT_ERRORS as error:
+            raise self._classify(error, "write") from error
+        if not self.create_database:
+            raise InfluxDatabaseMissing(
+                f"InfluxDB at {self.target.where}: database {self.target.database!r} "
+                "does not exist (creating it is turned off)"
+            ) from missing
+        self.ensure_database()
+        try:
+            self._write(lines)
+        except _CLIENT_ERRORS as error:
+            raise self._classify(error, "write") from error
+
+    def _write(self, lines: Sequence[str]) -> None:
+        self._client.write_points(
+            list(lines),
+            time_precision=PRECISION,
+            database=self.target.database,
+            batch_size=self.batch_size,
+            protocol="line",
+        )
+
+    def ensure_database(self) -> None:
+        """Creates the database unless it exists. A user without the right to create it gets
+        an `InfluxDatabaseMissing` saying so."""
+        database = self.target.database
+        try:
+            existing = {row["name"] for row in self._client.get_list_database()}
+            if database in existing:
+                return
+            self._client.create_database(database)
+        except InfluxDBClientError as error:
+            if error.code == 403:
+                user = self.target.username or "(anonymous)"
+                raise InfluxDatabaseMissing(
+                    f"InfluxDB at {self.target.where}: database {database!r} does not exist "
+                    f"and user {user!r} may not create it (needs admin privilege); "
+                    f'create it as an admin (CREATE DATABASE "{database}") and grant the '
+                    "user WRITE on it"
+                ) from error
+            raise self._classify(error, "create database") from error
+        except _CLIENT_ERRORS as error:
+            raise self._classify(error, "create database") from error
+
+    def ping(self) -> str:
+        """The server's version; raises the classified error when it does not answer."""
+        try:
+            return self._client.ping()
+        except _CLIENT_ERRORS as error:
+            raise self._classify(error, "ping") from error
+
+    def _classify(self, error: Exception, action: str) -> InfluxError:
+        where = self.target.where
+        if isinstance(error, requests.exceptions.Timeout) and not isinstance(
+            error, requests.exceptions.ConnectTimeout
+        ):
+            return InfluxUnreachable(
+                f"InfluxDB at {where}: no answer to {action} within {self.target.timeout_s:g} s"
+            )
+        if isinstance(error, requests.exceptions.ConnectTimeout):
+            return InfluxUnreachable(
+                f"InfluxDB at {where} is unreachable: connection timed out after "
+                f"{self.target.timeout_s:g} s"
+            )
+        if isinstance(error, requests.exceptions.RequestException):
+            return InfluxUnreachable(
+                f"InfluxDB at {where} is unreachable: {_connection_reason(error)}"
+            )
+        if isinstance(error, InfluxDBServerError):
+            return InfluxServerError(
+                f"InfluxDB at {where}: server error on {action}: {_detail(error.args[0])}"
+            )
+        if isinstance(error, InfluxDBClientError):
+            detail = _detail(error.content)
+            if error.code in (401, 403):
+                user = self.target.username or "(anonymous)"
+                what = "refused the credentials of" if error.code == 401 else "denied"
+                return InfluxAuthError(
+                    f"InfluxDB at {where} {what} user {user!r} on {action} "
+                    f"(HTTP {error.code}: {detail})"
+                )
+            if error.code in (400, 413):
+                return InfluxBadRequest(
+                    f"InfluxDB at {where} rejected the points on {action} "
+                    f"(HTTP {error.code}: {detail})"
+                )
+            return InfluxServerError(
+                f"InfluxDB at {where}: unexpected HTTP {error.code} on {action}: {detail}"
+            )
+        return InfluxError(f"InfluxDB at {where}: {action} failed: {error}")

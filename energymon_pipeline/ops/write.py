@@ -1,0 +1,122 @@
+"""The last op of a poll run: spool the batch, send it (older batches first), report.
+
+The batch is on disk before anything is sent, and leaves the spool only when InfluxDB has
+acknowledged it. When InfluxDB is down the op retries once (a transient blip), then lets the
+run succeed with the readings waiting in the spool: polling goes on and nothing is lost. An
+error that waiting will not fix (wrong password, no right to create the database) fails the
+run with that message; the batch still waits in the spool.
+"""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+
+from energymon_pipeline.influx.points import poll_health_line, reading_lines, spool_health_line
+from energymon_pipeline.influx.spool import SpoolBusy
+from energymon_pipeline.modbus.reader import MeterResult
+from energymon_pipeline.ops.poll import PollPlan, ReadingsFrame, meter_table
+from energymon_pipeline.resources import InfluxResource
+
+WRITE_RETRIES = 1
+
+
+def health_lines(results: list[MeterResult], frame: pd.DataFrame, now: datetime) -> list[str]:
+    written = frame.groupby("meter_id").size().to_dict() if len(frame) else {}
+    return [
+        poll_health_line(
+            time=now,
+            meter_id=r.meter.meter_id,
+            description=r.meter.description,
+            meter_type=r.meter.meter_type,
+            ok=r.ok,
+            latency_ms=r.mean_latency_ms,
+            requests=r.requests,
+            values=int(written.get(r.meter.meter_id, 0)),
+            errors=len(r.errors),
+        )
+        for r in results
+    ]
+
+
+def _transient(error: Exception) -> bool:
+    return isinstance(error, SpoolBusy) or bool(getattr(error, "retryable", False))
+
+
+@dg.op(
+    description="Append the readings and health points to the spool, then send every pending "
+    "batch to InfluxDB in order.",
+    retry_policy=dg.RetryPolicy(max_retries=WRITE_RETRIES, delay=3),
+)
+def write_readings(
+    context: dg.OpExecutionContext,
+    plan: PollPlan,
+    results: list[MeterResult],
+    readings: ReadingsFrame,
+    influx: InfluxResource,
+) -> None:
+    frame: pd.DataFrame = readings
+    now = datetime.now(UTC)
+    metadata: dict[str, object] = {
+        "meters": meter_table(results, frame),
+        "meters ok": sum(r.ok for r in results),
+        "meters failed": sum(not r.ok for r in results),
+        "values": len(frame),
+    }
+    if plan.dry_run:
+        context.log.info(f"dry run: {len(frame)} value(s) validated, nothing written")
+        context.add_output_metadata({**metadata, "written": 0, "dry run": True})
+        _fail_if_every_meter_failed(results)
+        return
+
+    spool = influx.spool()
+    if context.retry_number == 0:  # a retry must not spool the same batch twice
+        spool.append(reading_lines(frame) + health_lines(results, frame, now))
+    with influx.writer() as writer:
+        flushed = spool.flush(writer)
+        status = spool.status()
+        if flushed.ok:
+            # The backlog point goes straight out: it describes the spool, it is not data.
+            try:
+                backlog = spool_health_line(
+                    time=now, batches=status.batches, points=status.points, bytes_=status.bytes
+                )
+                writer.write([backlog])
+            except Exception as error:  # noqa: BLE001 - a health point must never fail a run
+                context.log.warning(f"spool health point not written: {error}")
+    metadata.update(
+        {
+            "written points": flushed.sent_points,
+            "sent batches": flushed.sent_batches,
+            "spool backlog (batches)": status.batches,
+            "spool backlog (points)": status.points,
+            "influxdb": influx.target().where,
+        }
+    )
+    if flushed.error is not None:
+        error = flushed.error
+        metadata["influxdb error"] = str(error)
+        if not _transient(error):
+            context.add_output_metadata(metadata)
+            raise dg.Failure(
+                description=f"{error} ({status.batches} batch(es) wait in the spool)",
+                metadata={"spool backlog (batches)": status.batches},
+                allow_retries=False,
+            )
+        if context.retry_number < WRITE_RETRIES:
+            context.log.warning(f"{error}; retrying")
+            raise error
+        context.log.warning(
+            f"{error}; the readings wait in the spool ({status.batches} batch(es), "
+            f"{status.points} point(s)) and are sent first when InfluxDB answers"
+        )
+    context.add_output_metadata(metadata)
+    _fail_if_every_meter_failed(results)
+
+
+def _fail_if_every_meter_failed(results: list[MeterResult]) -> None:
+    """A run in which some meters failed succeeds (their errors are in the table); a run in
+    which every meter failed is red in the UI, after their health points were written."""
+    if results and not any(r.readings for r in results):
+        errors = "; ".join(f"meter {r.meter.meter_id}: {r.error}" for r in results[:5])
+        raise dg.Failure(description=f"every meter failed: {errors}", allow_retries=False)

@@ -1,0 +1,198 @@
+"""poll_meters_job with execute_in_process, against a real Modbus server, the real registry
+(SQLite and PostgreSQL) and a real influxd: what lands in InfluxDB is exactly what the server
+served, with the original point shape; nothing is lost while InfluxDB is down."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import dagster as dg
+import pytest
+
+from energymon_pipeline.definitions import build_definitions
+from energymon_pipeline.modbus.decode import encode_value
+from energymon_pipeline.modbus.types import DataType
+from energymon_pipeline.registry import db, queries
+from virtual_server.server import DeviceMemory
+
+SDM630_ADDRESSES = [*range(0, 35, 2), 52, 56, 60, 62, 70, 72, 74, 76, 78]
+
+
+@pytest.fixture
+def stack(registry_url, modbus_server, influxd, influx_db, tmp_path):
+    """A migrated registry whose virtual meter (id 0) points at the test server, plus an
+    sdm630 meter (id 1, unit 1), and definitions wired to the test influxd."""
+    engine = db.create_engine(registry_url)
+    db.upgrade(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"UPDATE energy_meters SET host = '127.0.0.1', port = {modbus_server.port} WHERE id = 0"
+        )
+    queries.insert_registers(
+        engine,
+        [(i, {"type": "sdm630", "register_address": a, "measurement_name": f"value{a}",
+              "data_unit": "V", "data_type": 3, "function_code": 4, "word_order": 2,
+              "byte_order": 2}) for i, a in enumerate(SDM630_ADDRESSES)],
+    )  # fmt: skip
+    queries.add_meter(engine, {"id": 1, "host": "127.0.0.1", "port": modbus_server.port,
+                               "slave_address": 1, "type": "sdm630", "description": "main, hall A"})  # fmt: skip
+    modbus_server.devices[0] = DeviceMemory(holding_registers={0: 0xFF85})  # INT16 -123
+    sdm = DeviceMemory()
+    sdm.set_registers(4, 0, [0] * 80)
+    for a in SDM630_ADDRESSES:
+        sdm.set_registers(4, a, encode_value(a + 0.25, DataType.FLOAT32))
+    modbus_server.devices[1] = sdm
+    env = {
+        "ENERGYMON_DATABASE_URL": registry_url,
+        "INFLUXDB_HOSTNAME": influxd.host,
+        "INFLUXDB_PORT": str(influxd.port),
+        "INFLUXDB_DB": influx_db,
+        "ENERGYMON_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    yield {"engine": engine, "env": env, "server": modbus_server, "influxd": influxd,
+           "db": influx_db, "sdm": sdm}  # fmt: skip
+    engine.dispose()
+
+
+def run_poll(stack, **config) -> dg.ExecuteInProcessResult:
+    job = build_definitions(stack["env"]).resolve_job_def("poll_meters_job")
+    run_config = {"ops": {"load_definitions": {"config": config}}} if config else None
+    with dg.instance_for_test() as instance:
+        return job.execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False
+        )
+
+
+def output_metadata(result: dg.ExecuteInProcessResult, step: str) -> dict:
+    metadata = {}
+    for event in result.all_node_events:
+        if event.step_key == step and event.event_type_value == "STEP_OUTPUT":
+            metadata.update(event.event_specific_data.metadata)
+    return metadata
+
+
+def query(stack, q: str) -> list[dict]:
+    return stack["influxd"].query(q, database=stack["db"])
+
+
+def test_readings_land_in_influxdb_with_the_original_point_shape(stack):
+    before = time.time() * 1000
+    result = run_poll(stack)
+    after = time.time() * 1000
+    assert result.success
+    [point] = query(stack, 'SELECT * FROM "test_measurement"')
+    assert point["value"] == -123.0
+    assert (point["id"], point["description"], point["dataunit"], point["type"]) == (
+        "0", "test_energy_meter", "test_u", "virtual_modbustcp"
+    )  # fmt: skip
+    assert before - 1 <= point["time"] <= after
+    rows = query(stack, 'SELECT "value" FROM /^value/ WHERE "description" = \'main, hall A\'')
+    assert sorted((r["name"], r["value"]) for r in rows) == sorted(
+        (f"value{a}", a + 0.25) for a in SDM630_ADDRESSES
+    )
+    # The dashboards' own queries work on it.
+    [last] = query(
+        stack, 'SELECT last("value") FROM "value52" WHERE "description" = \'main, hall A\''
+    )
+    assert last["last"] == 52.25
+    health = query(stack, 'SELECT * FROM "energymon_poll" GROUP BY "id"')
+    assert {(h["id"], h["ok"], h["values"], h["requests"]) for h in health} == {
+        ("0", True, 1, 1), ("1", True, 27, 2)
+    }  # fmt: skip
+    table = output_metadata(result, "write_readings")["meters"]
+    assert [(r.data["meter"], r.data["ok"], r.data["values"]) for r in table.records] == [
+        (0, True, 1), (1, True, 27)
+    ]  # fmt: skip
+
+
+def test_one_dead_meter_among_live_ones(stack, refused_port):
+    queries.add_meter(stack["engine"], {"id": 2, "host": "127.0.0.1", "port": refused_port,
+                                        "slave_address": 1, "type": "sdm630"})  # fmt: skip
+    result = run_poll(stack)
+    assert result.success
+    table = {
+        r.data["meter"]: r.data for r in output_metadata(result, "write_readings")["meters"].records
+    }
+    assert table[2]["ok"] is False
+    assert (
+        table[2]["error"]
+        == f"FC4 0-35 (value0, value2, value4 +15): connection refused: 127.0.0.1:{refused_port}"
+    )
+    assert table[0]["ok"] and table[1]["ok"]
+    assert len(query(stack, 'SELECT * FROM "value0"')) == 1
+    [dead] = query(stack, 'SELECT * FROM "energymon_poll" WHERE "id" = \'2\'')
+    assert dead["ok"] is False and dead["errors"] == 1
+
+
+def test_every_meter_failed_fails_the_run(stack, refused_port):
+    with stack["engine"].begin() as connection:
+        connection.exec_driver_sql(f"UPDATE energy_meters SET port = {refused_port}")
+    result = run_poll(stack)
+    assert not result.success
+    failure = next(e for e in result.all_node_events if e.event_type_value == "STEP_FAILURE")
+    assert "every meter failed: meter 0: FC3 0 (test_measurement): connection refused" in (
+        failure.event_specific_data.error.message
+    )
+    # Their health points were written before the run failed, for the health dashboard.
+    assert len(query(stack, 'SELECT * FROM "energymon_poll"')) == 2
+
+
+def test_dry_run_and_meter_ids(stack):
+    result = run_poll(stack, dry_run=True, meter_ids=[1])
+    assert result.success
+    metadata = output_metadata(result, "write_readings")
+    assert metadata["values"].value == 27 and metadata["dry run"].value is True
+    assert query(stack, "SHOW MEASUREMENTS") == []
+    assert {r.unit_id for r in stack["server"].requests} == {1}
+
+
+def test_nan_is_dropped_and_counted_never_written(stack):
+    stack["sdm"].set_registers(4, 0, encode_value(math.nan, DataType.FLOAT32))
+    with stack["engine"].begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE registers SET max_value = 60 WHERE measurement_name = 'value70'"
+        )
+    result = run_poll(stack)
+    assert result.success
+    assert output_metadata(result, "validate_readings")["dropped"].value == 2
+    assert query(stack, 'SELECT * FROM "value0"') == []  # NaN: no point, not a 0
+    assert query(stack, 'SELECT * FROM "value70"') == []  # above max_value
+    assert len(query(stack, 'SELECT * FROM "value72"')) == 1
+    table = {
+        r.data["meter"]: r.data for r in output_metadata(result, "write_readings")["meters"].records
+    }
+    assert table[1]["values"] == 25
+
+
+def test_nothing_is_lost_while_influxdb_is_down(stack):
+    influxd = stack["influxd"]
+    influxd.stop()
+    try:
+        first = run_poll(stack)
+        assert first.success, "polling goes on while InfluxDB is down"
+        metadata = output_metadata(first, "write_readings")
+        assert metadata["spool backlog (batches)"].value == 1
+        assert (
+            "InfluxDB" in metadata["influxdb error"].value
+            or "influx" in metadata["influxdb error"].value.lower()
+        )
+    finally:
+        influxd.start()
+    time.sleep(0.01)
+    second = run_poll(stack)
+    assert second.success
+    assert output_metadata(second, "write_readings")["spool backlog (batches)"].value == 0
+    points = query(stack, 'SELECT "value" FROM "value52"')
+    assert len(points) == 2, "both runs' readings, each exactly once"
+    assert points[0]["time"] < points[1]["time"]
+    assert len(query(stack, 'SELECT * FROM "test_measurement"')) == 2
+
+
+def test_definitions_load():
+    defs = build_definitions({})
+    dg.Definitions.validate_loadable(defs)
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {
+        "poll_meters_job",
+        "purge_old_runs_job",
+    }

@@ -1,0 +1,189 @@
+"""`python -m virtual_server`: options from flags and environment, one-line errors naming
+the flag or variable, and the real process serving until SIGTERM."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from energymon_pipeline import settings
+from energymon_pipeline.errors import SettingsError
+from energymon_pipeline.modbus.reader import read_meters_sync
+from energymon_pipeline.modbus.types import Endpoint, MeterSpec, RegisterSpec
+from virtual_server.__main__ import main
+from virtual_server.devices import RandomTestDevice, Sdm630
+from virtual_server.options import DeviceSpec, build_servers, parse_device_specs
+from virtual_server.schedule import UpdateSchedule
+
+PROJECT = Path(__file__).resolve().parents[2]
+_ids = itertools.count(54_000)
+
+
+def test_device_entries_are_parsed():
+    assert parse_device_specs(["sdm630@1", "TEST", " test@7 "], "--device") == [
+        DeviceSpec("sdm630", 1),
+        DeviceSpec("test", None),
+        DeviceSpec("test", 7),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entries", "source", "message"),
+    [
+        (["meter9"], "--device", "--device 'meter9' names the unknown device 'meter9'; allowed: "
+         "NAME or NAME@UNIT with NAME one of test, sdm630, tlc10000 and UNIT a unit id 0-255"),
+        (["sdm630@300"], "VIRTUAL_SERVER_DEVICES",
+         "VIRTUAL_SERVER_DEVICES entry 'sdm630@300' has the unit id 300, outside 0-255"),
+        (["sdm630@"], "--device", "--device 'sdm630@' is not a device entry"),
+        (["test", "sdm630"], "--device", "test and sdm630 both claim every unit id"),
+        (["test@1", "sdm630@1"], "--device", "unit id 1 is given to two devices"),
+    ],
+)  # fmt: skip
+def test_bad_device_entries_are_one_line_errors(entries, source, message):
+    with pytest.raises(SettingsError) as caught:
+        parse_device_specs(entries, source)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_explicit_units_and_one_device_for_every_other_unit():
+    plan = build_servers(
+        [DeviceSpec("sdm630", 1), DeviceSpec("test")], host="127.0.0.1", port=0, schedule=None
+    )
+    (server,) = plan.servers
+    assert isinstance(server.simulated[1], Sdm630)
+    others = {id(server.simulated[u]) for u in range(256) if u != 1}
+    assert len(others) == 1 and isinstance(server.simulated[0], RandomTestDevice)
+    assert plan.descriptions == ["sdm630 at unit id 1; test at every other unit id"]
+
+
+def test_fleet_plan_and_its_refusals():
+    plan = build_servers(
+        [DeviceSpec("sdm630")], host="127.0.0.1", port=0, schedule=None, fleet_size=5,
+        units_per_port=2,
+    )  # fmt: skip
+    assert [sorted(s.simulated) for s in plan.servers] == [[1, 2], [1, 2], [1]]
+    assert plan.descriptions[0] == "2 x sdm630 at unit ids 1-2"
+    with pytest.raises(SettingsError, match="a fleet simulates one kind of device"):
+        build_servers([DeviceSpec("sdm630", 1)], host="h", port=0, schedule=None, fleet_size=3)
+    with pytest.raises(SettingsError, match="fleet: 3 devices at 1 per port need ports"):
+        build_servers(
+            [DeviceSpec("sdm630")], host="h", port=65534, schedule=None, fleet_size=3,
+            units_per_port=1,
+        )  # fmt: skip
+
+
+def test_environment_defaults_and_overrides():
+    run = settings.virtual_server_run({})
+    assert run == settings.VirtualServerRunSettings(
+        listen_host="localhost", port=5020, devices=("test",), fleet_size=0,
+        units_per_port=247, response_delay_ms=0.0,
+    )  # fmt: skip
+    run = settings.virtual_server_run(
+        {
+            "VIRTUAL_SERVER_HOST": "vs.lan",
+            "VIRTUAL_SERVER_PORT": "1502",
+            "VIRTUAL_SERVER_DEVICES": "sdm630@1, test",
+            "VIRTUAL_SERVER_FLEET_SIZE": "10",
+            "VIRTUAL_SERVER_FLEET_UNITS_PER_PORT": "5",
+            "VIRTUAL_SERVER_RESPONSE_DELAY_MS": "12.5",
+        }
+    )
+    assert (run.listen_host, run.port, run.devices) == ("vs.lan", 1502, ("sdm630@1", "test"))
+    assert (run.fleet_size, run.units_per_port, run.response_delay_ms) == (10, 5, 12.5)
+    listen = settings.virtual_server_run({"VIRTUAL_SERVER_LISTEN_HOST": "0.0.0.0"})
+    assert listen.listen_host == "0.0.0.0"
+    schedule = UpdateSchedule.from_environment({})
+    assert (schedule.hour, schedule.minute, schedule.second) == ("*", "*/1", "50")
+    assert settings.tlc10000_inverter({}) == settings.InverterSettings(None, 80)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"VIRTUAL_SERVER_RESPONSE_DELAY_MS": "fast"},
+         "VIRTUAL_SERVER_RESPONSE_DELAY_MS='fast' is not allowed; allowed: a number from 0 to 60000"),
+        ({"VIRTUAL_SERVER_FLEET_UNITS_PER_PORT": "300"},
+         "VIRTUAL_SERVER_FLEET_UNITS_PER_PORT=300 is out of range; allowed: 1 to 247"),
+        ({"VIRTUAL_SERVER_UPDATE_CRON_SECOND_TRIGGER": "61"},
+         "VIRTUAL_SERVER_UPDATE_CRON_SECOND_TRIGGER='61' selects 61, outside 0-59"),
+        ({"VIRTUAL_TLC10000_INVERTER_HOST": "http://inverter/"},
+         "VIRTUAL_TLC10000_INVERTER_HOST='http://inverter/' is not a host"),
+        ({"VIRTUAL_TLC10000_INVERTER_PORT": "0"},
+         "VIRTUAL_TLC10000_INVERTER_PORT=0 is out of range; allowed: 1 to 65535"),
+    ],
+)  # fmt: skip
+def test_bad_environment_values_are_named(env, message):
+    with pytest.raises(SettingsError) as caught:
+        settings.virtual_server_run(env)
+        UpdateSchedule.from_environment(env)
+        settings.tlc10000_inverter(env)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--device", "nope"], {}, "error: --device 'nope' names the unknown device 'nope'"),
+        ([], {"VIRTUAL_SERVER_DEVICES": "sdm630@1,nope"},
+         "error: VIRTUAL_SERVER_DEVICES entry 'nope' names the unknown device"),
+        (["--device", "tlc10000"], {}, "error: VIRTUAL_TLC10000_INVERTER_HOST is not set"),
+        ([], {"VIRTUAL_SERVER_UPDATE_CRON_MINUTE_TRIGGER": "*/90"},
+         "error: VIRTUAL_SERVER_UPDATE_CRON_MINUTE_TRIGGER='*/90' has the step 90"),
+    ],
+)  # fmt: skip
+def test_configuration_errors_exit_1_with_one_line(args, env, message, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith(("VIRTUAL_", "TZ")):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(message), result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_the_process_serves_until_sigterm(refused_port):
+    port = refused_port
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_")},
+        "VIRTUAL_SERVER_UPDATE_CRON_SECOND_TRIGGER": "*",
+        "TZ": "UTC",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "virtual_server", "--device", "sdm630@3", "--device", "test",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        meter = MeterSpec(
+            next(_ids), Endpoint("127.0.0.1", port, 3, timeout_s=0.5, retries=0), "sdm630",
+            None, (RegisterSpec("voltageL1", 0),),
+        )  # fmt: skip
+        deadline = time.monotonic() + 15
+        while True:
+            (result,) = read_meters_sync([meter])
+            if not result.errors:
+                break
+            assert process.poll() is None, process.communicate(timeout=5)
+            assert time.monotonic() < deadline, f"not serving after 15 s: {result.error}"
+            time.sleep(0.1)
+        assert 200 < result.readings[0].value < 260
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0, stderr
+    assert f"listening on 127.0.0.1:{port} (sdm630 at unit id 3; test at every other" in stderr
+    assert "updates at hour * minute */1 second * (UTC)" in stderr

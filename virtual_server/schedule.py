@@ -1,0 +1,70 @@
+"""When the virtual server refreshes its values: the original's three cron fields, with seconds.
+
+The fields are validated by `energymon_pipeline.cron` (the same rules and messages as the
+pipeline's schedules); the firing times come from croniter, whose six-field form takes the
+second as its last field. Times are local to TZ (default UTC), as the original's schedules
+were, so an `HOUR` field means the hour on the wall clock of the site.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from energymon_pipeline import settings
+from energymon_pipeline.cron import FIELD_RANGES, expand_field
+
+__all__ = ["UpdateSchedule"]
+
+
+@dataclass(frozen=True)
+class UpdateSchedule:
+    """Hour, minute and second cron fields (`*`, `*/n`, `a`, `a-b`, `a-b/n`, lists of those)
+    and the time zone they are read in."""
+
+    hour: str = "*"
+    minute: str = "*/1"
+    second: str = "50"
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        for name, value in (("HOUR", self.hour), ("MINUTE", self.minute), ("SECOND", self.second)):
+            expand_field(f"update schedule {name.lower()}", value, *FIELD_RANGES[name])
+        ZoneInfo(self.timezone)  # an unknown zone fails here, not at the first tick
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str] | None = None) -> UpdateSchedule:
+        """VIRTUAL_SERVER_UPDATE_CRON_{HOUR,MINUTE,SECOND}_TRIGGER and TZ; SettingsError
+        naming the variable when one is not a valid field."""
+        env = os.environ if env is None else env
+        trigger = settings.virtual_server_update(env)
+        return cls(trigger.hour, trigger.minute, trigger.second, settings.timezone(env))
+
+    @classmethod
+    def every_second(cls) -> UpdateSchedule:
+        """For tests and demos: a refresh every second."""
+        return cls(hour="*", minute="*", second="*")
+
+    @property
+    def expression(self) -> str:
+        """The croniter expression: minute hour day month weekday second."""
+        return f"{_field(self.minute)} {_field(self.hour)} * * * {_field(self.second)}"
+
+    def next_after(self, moment: float) -> float:
+        """The first firing strictly after `moment` (epoch seconds)."""
+        start = datetime.fromtimestamp(moment, ZoneInfo(self.timezone))
+        return croniter(self.expression, start).get_next(float)
+
+    def __str__(self) -> str:
+        return f"hour {self.hour} minute {self.minute} second {self.second} ({self.timezone})"
+
+
+def _field(value: str) -> str:
+    """A cron field without the blanks a user may put after commas (croniter splits the
+    expression on blanks)."""
+    return ",".join(term.strip() for term in value.strip().split(","))
