@@ -404,6 +404,72 @@ def probe(host, port, unit, address, count, function_code, data_type, word_order
     _report_read(read_meters_sync([meter])[0], as_json)
 
 
+@cli.group(cls=_Group)
+def spool() -> None:
+    """The write-ahead spool: batches waiting for InfluxDB."""
+
+
+def _spool_and_target():
+    from energymon_pipeline import settings
+    from energymon_pipeline.influx.spool import Spool
+    from energymon_pipeline.influx.writer import InfluxTarget
+
+    spool_settings = settings.spool()
+    influx = settings.influx()
+    target = InfluxTarget(
+        host=influx.host,
+        port=influx.port,
+        database=influx.database,
+        username=influx.username,
+        password=influx.password,
+        timeout_s=influx.timeout_s,
+    )
+    return Spool(spool_settings.path, spool_settings.max_bytes, spool_settings.max_age_s), target
+
+
+@spool.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def spool_status(as_json: bool) -> None:
+    """How much is waiting, and since when."""
+    queue, _ = _spool_and_target()
+    status = queue.status()
+    info = {
+        "path": str(queue.path),
+        "batches": status.batches,
+        "points": status.points,
+        "bytes": status.bytes,
+        "oldest_age_s": None if status.oldest_age_s is None else round(status.oldest_age_s, 1),
+        "rejected_batches": status.rejected_batches,
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    age = "" if info["oldest_age_s"] is None else f", oldest {info['oldest_age_s']} s old"
+    click.echo(f"{status.batches} batch(es), {status.points} point(s), {status.bytes} bytes{age}")
+    if status.rejected_batches:
+        click.echo(
+            f"{status.rejected_batches} batch(es) rejected by InfluxDB are kept in "
+            f"{queue.rejected_path}",
+            err=True,
+        )
+
+
+@spool.command("flush")
+def spool_flush() -> None:
+    """Send every waiting batch to InfluxDB now, oldest first."""
+    from energymon_pipeline.influx.writer import InfluxWriter
+
+    queue, target = _spool_and_target()
+    with InfluxWriter(target) as writer:
+        result = queue.flush(writer)
+    click.echo(
+        f"sent {result.sent_batches} batch(es), {result.sent_points} point(s); "
+        f"{result.remaining_batches} batch(es) still waiting"
+    )
+    if result.error is not None:
+        raise EnergymonError(str(result.error))
+
+
 def main() -> None:
     cli.main(prog_name="energymon")
 

@@ -18,6 +18,7 @@ from energymon_pipeline import settings
 from energymon_pipeline.errors import SettingsError
 from energymon_pipeline.modbus.reader import read_meters_sync
 from energymon_pipeline.modbus.types import Endpoint, MeterSpec, RegisterSpec
+from virtual_server import VirtualModbusTCPServer
 from virtual_server.__main__ import main
 from virtual_server.devices import RandomTestDevice, Sdm630
 from virtual_server.options import DeviceSpec, build_servers, parse_device_specs
@@ -187,3 +188,29 @@ def test_the_process_serves_until_sigterm(refused_port):
     assert process.returncode == 0, stderr
     assert f"listening on 127.0.0.1:{port} (sdm630 at unit id 3; test at every other" in stderr
     assert "updates at hour * minute */1 second * (UTC)" in stderr
+
+
+def test_from_environment_reads_the_variables_and_keywords_win():
+    env = {
+        "VIRTUAL_SERVER_HOST": "127.0.0.1",
+        "VIRTUAL_SERVER_PORT": "1502",
+        "VIRTUAL_SERVER_RESPONSE_DELAY_MS": "5",
+        "VIRTUAL_SERVER_UPDATE_CRON_SECOND_TRIGGER": "*/15",
+        "TZ": "Europe/Warsaw",
+    }
+    server = VirtualModbusTCPServer.from_environment(env, devices=Sdm630(), port=0)
+    assert (server.host, server.port, server.response_delay_ms) == ("127.0.0.1", 0, 5.0)
+    assert server.schedule == UpdateSchedule("*", "*/1", "*/15", "Europe/Warsaw")
+    with server:
+        assert server.port != 0 and server.updates == 1
+
+
+def test_schedule_fires_at_local_wall_clock_times_with_seconds():
+    winter_noon_utc = 1700049600.0  # 2023-11-15 12:00:00 UTC = 13:00 in Warsaw
+    at_one_am = UpdateSchedule(hour="1", minute="0", second="0", timezone="Europe/Warsaw")
+    assert at_one_am.next_after(winter_noon_utc) == 1700092800.0  # 2023-11-16 00:00 UTC
+    every_ten = UpdateSchedule(hour="*", minute="*", second="*/10")
+    assert every_ten.next_after(winter_noon_utc) == winter_noon_utc + 10
+    assert every_ten.next_after(winter_noon_utc + 3.5) == winter_noon_utc + 10
+    with pytest.raises(SettingsError, match="update schedule minute='60' selects 60"):
+        UpdateSchedule(minute="60")

@@ -123,6 +123,7 @@ def fetch_reading(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> InverterRea
     except FetchError:
         raise
     except urllib.error.HTTPError as error:
+        error.close()
         raise FetchError(f"HTTP {error.code} {error.reason}") from None
     except urllib.error.URLError as error:
         reason = error.reason
