@@ -115,6 +115,7 @@ METER_COLUMNS = [
     ("type", "TYPE"),
     ("description", "DESCRIPTION"),
     ("enabled", "ENABLED"),
+    ("status", "LAST CHECK"),
 ]
 
 
@@ -128,7 +129,17 @@ def meters_list(as_json: bool) -> None:
     else:
         for row in rows:
             row["enabled"] = "yes" if row["enabled"] else "no"
+            row["status"] = _status_text(row)
         _print_table(rows, METER_COLUMNS)
+
+
+def _status_text(row: dict[str, Any]) -> str:
+    if row.get("status_result") is None:
+        return "never checked"
+    checked = row["status_checked_at"].strftime("%Y-%m-%d %H:%M:%S")
+    latency = row.get("status_latency_ms")
+    latency_text = f", {latency:.1f} ms" if latency is not None else ""
+    return f"{row['status_result']}{latency_text} at {checked} UTC"
 
 
 @meters.command("add")
@@ -468,6 +479,15 @@ def spool_flush() -> None:
     )
     if result.error is not None:
         raise EnergymonError(str(result.error))
+
+
+def _register_command_groups() -> None:
+    from energymon_pipeline.commands.profiles import profiles
+
+    cli.add_command(profiles)
+
+
+_register_command_groups()
 
 
 def main() -> None:

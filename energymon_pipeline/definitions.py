@@ -13,9 +13,10 @@ from collections.abc import Mapping
 import dagster as dg
 
 from energymon_pipeline import settings
-from energymon_pipeline.jobs import poll_meters_job, purge_old_runs_job
+from energymon_pipeline.jobs import connectivity_check_job, poll_meters_job, purge_old_runs_job
 from energymon_pipeline.resources import InfluxResource, RegistryResource
 from energymon_pipeline.schedules import build_poll_schedule, build_purge_schedule
+from energymon_pipeline.sensors import build_new_meter_sensor
 
 
 def _secret(env: Mapping[str, str], name: str | None):
@@ -31,7 +32,8 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     influx = settings.influx(env)
     spool = settings.spool(env)
     return dg.Definitions(
-        jobs=[poll_meters_job, purge_old_runs_job],
+        jobs=[poll_meters_job, purge_old_runs_job, connectivity_check_job],
+        sensors=[build_new_meter_sensor(connectivity_check_job, pipeline.sensor_interval_s)],
         schedules=[
             build_poll_schedule(
                 pipeline.poll, pipeline.timezone, poll_meters_job, pipeline.read_concurrency

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from energymon_pipeline.ops.connectivity import check_meter_connectivity
 from energymon_pipeline.ops.maintenance import purge_old_runs
 from energymon_pipeline.ops.poll import load_definitions, read_meters, validate_readings
 from energymon_pipeline.ops.write import write_readings
@@ -30,3 +31,12 @@ def poll_meters_job() -> None:
 )
 def purge_old_runs_job() -> None:
     purge_old_runs()
+
+
+@dg.job(
+    description="Check that one meter answers: TCP connect, then a read of its first register.",
+    executor_def=dg.in_process_executor,
+    tags={"energymon/kind": "connectivity"},
+)
+def connectivity_check_job() -> None:
+    check_meter_connectivity()

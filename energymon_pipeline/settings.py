@@ -210,6 +210,7 @@ class PipelineSettings:
     timezone: str
     read_concurrency: int
     run_retention_days: int
+    sensor_interval_s: int
 
 
 def timezone(env: Mapping[str, str] | None = None) -> str:
@@ -227,9 +228,14 @@ def timezone(env: Mapping[str, str] | None = None) -> str:
 
 def pipeline(env: Mapping[str, str] | None = None) -> PipelineSettings:
     env = os.environ if env is None else env
+    discovery = cron_trigger(env, "SCHEDULER_CRON", ("*", "*/1", "50"))
     return PipelineSettings(
         poll=cron_trigger(env, "INFLUX_UPDATER_CRON", ("*", "*/1", "0")),
-        discovery=cron_trigger(env, "SCHEDULER_CRON", ("*", "*/1", "50")),
+        discovery=discovery,
+        # The sensor runs at the period the original's discovery cron implies.
+        sensor_interval_s=_int(
+            env, "ENERGYMON_SENSOR_INTERVAL_S", max(5, discovery.period_s), 5, 86400
+        ),
         timezone=timezone(env),
         read_concurrency=_int(env, "ENERGYMON_READ_CONCURRENCY", 64, 1, 4096),
         run_retention_days=_int(env, "DAGSTER_RUN_RETENTION_DAYS", 14, 1, 3650),

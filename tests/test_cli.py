@@ -44,10 +44,10 @@ def register_count(energymon) -> int:
 def test_db_upgrade_reports_and_is_idempotent(energymon):
     first = energymon("db", "upgrade")
     assert first.exit_code == 0
-    assert "applied migration(s) 0001" in first.stdout
+    assert "applied migration(s) 0001, 0002" in first.stdout
     second = energymon("db", "upgrade")
     assert second.exit_code == 0
-    assert "already up to date (0001)" in second.stdout
+    assert "already up to date (0002)" in second.stdout
 
 
 def test_commands_before_upgrade_say_what_to_do(energymon):
@@ -66,17 +66,18 @@ def test_meters_add_list_disable_enable_remove(ready):
     assert added.stdout.strip() == "added meter 1"
     assert added.stderr == ""  # the type has registers: no warning
     table = ready("meters", "list").stdout.splitlines()
-    assert table[0].split() == ["ID", "HOST", "PORT", "UNIT", "TYPE", "DESCRIPTION", "ENABLED"]
-    assert table[2].split() == [
-        "1",
-        "10.0.0.5",
-        "502",
-        "3",
-        "virtual_modbustcp",
-        "hall",
-        "A",
-        "yes",
+    assert table[0].split() == [
+        "ID",
+        "HOST",
+        "PORT",
+        "UNIT",
+        "TYPE",
+        "DESCRIPTION",
+        "ENABLED",
+        "LAST",
+        "CHECK",
     ]
+    assert table[2].split() == ["1", "10.0.0.5", "502", "3", "virtual_modbustcp", "hall", "A", "yes", "never", "checked"]  # fmt: skip
 
     assert ready("meters", "disable", "1").stdout.strip() == "meter 1 disabled"
     assert ready("meters", "disable", "1").stdout.strip() == "meter 1 was already disabled"

@@ -222,3 +222,29 @@ def spool_health_line(*, time: datetime, batches: int, points: int, bytes_: int)
     pipeline health dashboard (a growing backlog means InfluxDB is not taking writes)."""
     fields = f"batches={int(batches)}i,points={int(points)}i,bytes={int(bytes_)}i"
     return f"{SPOOL_MEASUREMENT} {fields} {timestamp_ms(time)}"
+
+
+CONNECTIVITY_MEASUREMENT = "energymon_connectivity"
+
+
+def connectivity_line(
+    *,
+    time: datetime,
+    meter_id: int,
+    description: str | None,
+    meter_type: str | None,
+    result: str,
+    ok: bool,
+    latency_ms: float | None,
+) -> str:
+    """One `energymon_connectivity` point: the outcome of a meter's connectivity check."""
+    fields = [f"ok={'true' if ok else 'false'}", f'result="{_string_field(result)}"']
+    if latency_ms is not None and math.isfinite(latency_ms):
+        fields.append(f"latency_ms={_float_text(latency_ms)}")
+    tags = tag_set({"description": description, "id": meter_id, "type": meter_type})
+    return f"{CONNECTIVITY_MEASUREMENT}{tags} {','.join(fields)} {timestamp_ms(time)}"
+
+
+def _string_field(text: str) -> str:
+    """A string field value's escaping: backslashes and double quotes; no line breaks."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")

@@ -15,6 +15,7 @@ import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from energymon_pipeline import readings
+from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.modbus.reader import DEFAULT_CONCURRENCY, MeterResult
 from energymon_pipeline.modbus.reader import read_meters as read_all
 from energymon_pipeline.modbus.types import MeterSpec
@@ -66,7 +67,10 @@ def sample_times(seconds: list[int], minute: datetime, now: float) -> list[float
 def load_definitions(
     context: dg.OpExecutionContext, config: PollConfig, registry: RegistryResource
 ) -> PollPlan:
-    definitions = load_registry(registry.engine(), meter_ids=config.meter_ids)
+    try:
+        definitions = load_registry(registry.engine(), meter_ids=config.meter_ids)
+    except EnergymonError as error:  # registry unreachable or not migrated: one line, no trace
+        raise dg.Failure(description=str(error)) from None
     for problem in definitions.problems:
         context.log.warning(problem)
     now = time.time()

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from energymon_pipeline.errors import RegistryError
 from energymon_pipeline.modbus.plan import validate_options
 from energymon_pipeline.modbus.types import (
     DataType,
@@ -146,3 +147,22 @@ def load_definitions(
         except ValueError as error:  # a per-meter override outside its range
             result.problems.append(f"meter {row['id']}: skipped: {error}")
     return result
+
+
+def load_meter(engine: Engine, meter_id: int) -> MeterSpec:
+    """One meter with whatever valid registers its type has (possibly none), for the
+    connectivity check. RegistryError when the meter does not exist or its row is invalid."""
+    row = queries.get_meter(engine, meter_id)
+    _, problems = check_meter(row)
+    if problems:
+        reasons = "; ".join(message for _, message in problems)
+        raise RegistryError(f"meter {meter_id}: {reasons}")
+    specs = []
+    for register in queries.list_registers(engine, row["type"]):
+        clean, register_problems = check_register(register)
+        if not register_problems:
+            specs.append(register_spec({**clean, "id": register.get("id")}))
+    try:
+        return meter_spec(row, specs)
+    except ValueError as error:
+        raise RegistryError(f"meter {meter_id}: {error}") from None

@@ -17,7 +17,12 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from energymon_pipeline.errors import RegistryError
 from energymon_pipeline.registry import db
-from energymon_pipeline.registry.tables import REGISTER_UNIQUE_KEY, energy_meters, registers
+from energymon_pipeline.registry.tables import (
+    REGISTER_UNIQUE_KEY,
+    energy_meters,
+    meter_status,
+    registers,
+)
 from energymon_pipeline.registry.validation import check_meter, check_register
 
 
@@ -56,7 +61,7 @@ def _meter_row(row) -> dict[str, Any]:
     """A meter as a dict, its timestamps always timezone-aware UTC (SQLite returns naive
     values, which the database wrote in UTC)."""
     meter = dict(row._mapping)
-    for column in ("created_at", "updated_at"):
+    for column in ("created_at", "updated_at", "status_checked_at"):
         value = meter.get(column)
         if isinstance(value, datetime) and value.tzinfo is None:
             meter[column] = value.replace(tzinfo=UTC)
@@ -64,7 +69,18 @@ def _meter_row(row) -> dict[str, Any]:
 
 
 def list_meters(engine: Engine, enabled_only: bool = False) -> list[dict[str, Any]]:
-    query = sa.select(energy_meters).order_by(energy_meters.c.id)
+    """Every meter with its last connectivity check (status_* columns, None if never)."""
+    query = (
+        sa.select(
+            energy_meters,
+            meter_status.c.checked_at.label("status_checked_at"),
+            meter_status.c.result.label("status_result"),
+            meter_status.c.latency_ms.label("status_latency_ms"),
+            meter_status.c.message.label("status_message"),
+        )
+        .select_from(energy_meters.outerjoin(meter_status))
+        .order_by(energy_meters.c.id)
+    )
     if enabled_only:
         query = query.where(energy_meters.c.enabled.is_(True))
     return run_in_transaction(engine, lambda c: [_meter_row(r) for r in c.execute(query)])
@@ -276,4 +292,51 @@ def insert_registers(
 
     if not rows and not problems:
         raise RegistryError("nothing imported: the input has no register rows")
+    return run_in_transaction(engine, work)
+
+
+def record_status(
+    engine: Engine,
+    meter_id: int,
+    checked_at: datetime,
+    result: str,
+    latency_ms: float | None,
+    message: str | None,
+) -> None:
+    """Replace the meter's last connectivity check (nothing when the meter is gone)."""
+
+    def work(connection) -> None:
+        exists = connection.execute(
+            sa.select(energy_meters.c.id).where(energy_meters.c.id == meter_id)
+        ).first()
+        if not exists:
+            return
+        connection.execute(meter_status.delete().where(meter_status.c.meter_id == meter_id))
+        connection.execute(
+            meter_status.insert().values(
+                meter_id=meter_id,
+                checked_at=checked_at,
+                result=result[:32],
+                latency_ms=latency_ms,
+                message=None if message is None else message[:512],
+            )
+        )
+
+    run_in_transaction(engine, work)
+
+
+def meter_versions(engine: Engine) -> dict[int, tuple[bool, datetime]]:
+    """id -> (enabled, updated_at) of every meter: what the new-meter sensor compares."""
+
+    def work(connection):
+        rows = connection.execute(
+            sa.select(energy_meters.c.id, energy_meters.c.enabled, energy_meters.c.updated_at)
+        )
+        versions = {}
+        for meter_id, enabled, updated_at in rows:
+            if updated_at.tzinfo is None:
+                updated_at = updated_at.replace(tzinfo=UTC)
+            versions[meter_id] = (bool(enabled), updated_at)
+        return versions
+
     return run_in_transaction(engine, work)

@@ -60,6 +60,21 @@ registers = sa.Table(
     sa.Column("max_value", sa.Float, nullable=True),
 )
 
+meter_status = sa.Table(
+    "meter_status",
+    metadata,
+    sa.Column(
+        "meter_id",
+        sa.Integer,
+        sa.ForeignKey("energy_meters.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("result", sa.String(32), nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=True),
+    sa.Column("message", sa.String(512), nullable=True),
+)
+
 #: The columns of the original `registers` table, in the order of the original CSV header.
 ORIGINAL_REGISTER_COLUMNS = (
     "type",

@@ -216,7 +216,7 @@ def test_a_slow_update_does_not_stall_answers_or_stopping():
             wait_for(lambda: Slow.calls >= 2)
             started = time.monotonic()
             assert read(server.port, [RegisterSpec("x", 0)]).errors == []
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 2.0  # not held up by the hanging update
             started = time.monotonic()
         assert time.monotonic() - started < 5.0
     finally:
