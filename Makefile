@@ -11,7 +11,7 @@ export UV_SYSTEM_CERTS := 1
 .PHONY: help run test lint format sync services
 
 help:
-	@echo "make run   - run energymon on its embedded defaults (SQLite registry in .energymon/)"
+	@echo "make run   - run energymon on its embedded defaults: Dagster UI on http://127.0.0.1:3001"
 	@echo "make test  - lint and run the test suite against real services"
 
 $(CURDIR)/.tools/bin/uv:
@@ -36,5 +36,4 @@ test: lint services
 	$(UV) run pytest
 
 run: sync
-	$(UV) run energymon db upgrade
-	$(UV) run energymon meters list
+	UV=$(UV) ./scripts/run-local.sh

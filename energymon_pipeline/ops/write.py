@@ -19,6 +19,7 @@ from energymon_pipeline.ops.poll import PollPlan, ReadingsFrame, meter_table
 from energymon_pipeline.resources import InfluxResource
 
 WRITE_RETRIES = 1
+RETRY_DELAY_S = 3
 
 
 def health_lines(results: list[MeterResult], frame: pd.DataFrame, now: datetime) -> list[str]:
@@ -46,7 +47,8 @@ def _transient(error: Exception) -> bool:
 @dg.op(
     description="Append the readings and health points to the spool, then send every pending "
     "batch to InfluxDB in order.",
-    retry_policy=dg.RetryPolicy(max_retries=WRITE_RETRIES, delay=3),
+    # Transient failures outside InfluxDB (e.g. a full disk under the spool) are retried too.
+    retry_policy=dg.RetryPolicy(max_retries=WRITE_RETRIES, delay=RETRY_DELAY_S),
 )
 def write_readings(
     context: dg.OpExecutionContext,
@@ -104,8 +106,10 @@ def write_readings(
                 allow_retries=False,
             )
         if context.retry_number < WRITE_RETRIES:
-            context.log.warning(f"{error}; retrying")
-            raise error
+            context.log.warning(f"{error}; retrying in {RETRY_DELAY_S} s")
+            raise dg.RetryRequested(
+                max_retries=WRITE_RETRIES, seconds_to_wait=RETRY_DELAY_S
+            ) from None
         context.log.warning(
             f"{error}; the readings wait in the spool ({status.batches} batch(es), "
             f"{status.points} point(s)) and are sent first when InfluxDB answers"
