@@ -13,9 +13,18 @@ from collections.abc import Mapping
 import dagster as dg
 
 from energymon_pipeline import settings
-from energymon_pipeline.jobs import connectivity_check_job, poll_meters_job, purge_old_runs_job
+from energymon_pipeline.jobs import (
+    build_rollup_jobs,
+    connectivity_check_job,
+    poll_meters_job,
+    purge_old_runs_job,
+)
 from energymon_pipeline.resources import InfluxResource, RegistryResource
-from energymon_pipeline.schedules import build_poll_schedule, build_purge_schedule
+from energymon_pipeline.schedules import (
+    build_poll_schedule,
+    build_purge_schedule,
+    build_rollup_schedules,
+)
 from energymon_pipeline.sensors import build_new_meter_sensor
 
 
@@ -31,8 +40,15 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     pipeline = settings.pipeline(env)
     influx = settings.influx(env)
     spool = settings.spool(env)
+    rollup_hourly, rollup_daily = build_rollup_jobs(pipeline.rollup_start, pipeline.timezone)
     return dg.Definitions(
-        jobs=[poll_meters_job, purge_old_runs_job, connectivity_check_job],
+        jobs=[
+            poll_meters_job,
+            purge_old_runs_job,
+            connectivity_check_job,
+            rollup_hourly,
+            rollup_daily,
+        ],
         sensors=[build_new_meter_sensor(connectivity_check_job, pipeline.sensor_interval_s)],
         schedules=[
             build_poll_schedule(
@@ -41,6 +57,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
             build_purge_schedule(
                 purge_old_runs_job, pipeline.run_retention_days, pipeline.timezone
             ),
+            *build_rollup_schedules(rollup_hourly, rollup_daily),
         ],
         resources={
             # Outputs stay in memory: a poll run every minute writes no pickles to disk.

@@ -8,6 +8,7 @@ import dagster as dg
 from energymon_pipeline.ops.connectivity import check_meter_connectivity
 from energymon_pipeline.ops.maintenance import purge_old_runs
 from energymon_pipeline.ops.poll import load_definitions, read_meters, validate_readings
+from energymon_pipeline.ops.rollup import rollup_day, rollup_hour
 from energymon_pipeline.ops.write import write_readings
 
 POLL_JOB = "poll_meters_job"
@@ -40,3 +41,33 @@ def purge_old_runs_job() -> None:
 )
 def connectivity_check_job() -> None:
     check_meter_connectivity()
+
+
+def build_rollup_jobs(start_date: str, timezone: str) -> tuple[dg.JobDefinition, dg.JobDefinition]:
+    """`energy_rollup_job` (hourly partitions) and `energy_rollup_daily_job` (daily), in the
+    schedules' time zone, from ENERGYMON_ROLLUP_START."""
+
+    @dg.job(
+        name="energy_rollup_job",
+        description="Per meter and measurement: count, mean, min, max, last and (counters) "
+        "consumption of one hour of readings. Backfill it after an outage.",
+        partitions_def=dg.HourlyPartitionsDefinition(
+            start_date=f"{start_date}-00:00", timezone=timezone
+        ),
+        executor_def=dg.in_process_executor,
+        tags={"energymon/kind": "rollup"},
+    )
+    def energy_rollup_job() -> None:
+        rollup_hour()
+
+    @dg.job(
+        name="energy_rollup_daily_job",
+        description="One day of hourly rollups rolled up again.",
+        partitions_def=dg.DailyPartitionsDefinition(start_date=start_date, timezone=timezone),
+        executor_def=dg.in_process_executor,
+        tags={"energymon/kind": "rollup"},
+    )
+    def energy_rollup_daily_job() -> None:
+        rollup_day()
+
+    return energy_rollup_job, energy_rollup_daily_job

@@ -73,3 +73,25 @@ def build_purge_schedule(
         run_config={"ops": {"purge_old_runs": {"config": {"retention_days": retention_days}}}},
         description=f"Deletes runs older than {retention_days} day(s).",
     )
+
+
+def build_rollup_schedules(
+    hourly_job: dg.JobDefinition, daily_job: dg.JobDefinition
+) -> list[dg.ScheduleDefinition]:
+    """Each hour is rolled up 5 minutes after it closes (late points of its last poll run
+    have landed by then); each day 20 minutes after midnight in TZ, after its last hour."""
+    return [
+        dg.build_schedule_from_partitioned_job(
+            hourly_job,
+            name="energy_rollup_schedule",
+            minute_of_hour=5,
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+        ),
+        dg.build_schedule_from_partitioned_job(
+            daily_job,
+            name="energy_rollup_daily_schedule",
+            hour_of_day=0,
+            minute_of_hour=20,
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+        ),
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -211,6 +212,7 @@ class PipelineSettings:
     read_concurrency: int
     run_retention_days: int
     sensor_interval_s: int
+    rollup_start: str
 
 
 def timezone(env: Mapping[str, str] | None = None) -> str:
@@ -238,6 +240,7 @@ def pipeline(env: Mapping[str, str] | None = None) -> PipelineSettings:
         ),
         timezone=timezone(env),
         read_concurrency=_int(env, "ENERGYMON_READ_CONCURRENCY", 64, 1, 4096),
+        rollup_start=_date(env, "ENERGYMON_ROLLUP_START", "2026-01-01"),
         run_retention_days=_int(env, "DAGSTER_RUN_RETENTION_DAYS", 14, 1, 3650),
     )
 
@@ -318,3 +321,12 @@ def tlc10000_inverter(env: Mapping[str, str] | None = None) -> InverterSettings:
     return InverterSettings(
         host=host, port=_int(env, "VIRTUAL_TLC10000_INVERTER_PORT", 80, 1, 65535)
     )
+
+
+def _date(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    try:
+        datetime.strptime(raw, "%Y-%m-%d")
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a date; allowed: YYYY-MM-DD") from None
+    return raw

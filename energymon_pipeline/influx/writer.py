@@ -190,6 +190,22 @@ class InfluxWriter:
             protocol="line",
         )
 
+    def query(self, q: str, epoch: str = "ms") -> list[tuple[str, dict, list[dict]]]:
+        """Run an InfluxQL query on the target database; returns (measurement, tags, rows)
+        per series. A missing database reads as no series."""
+        try:
+            result = self._client.query(q, database=self.target.database, epoch=epoch)
+        except InfluxDBClientError as error:
+            if "database not found" in _detail(error.content):
+                return []
+            raise self._classify(error, "query") from error
+        except _CLIENT_ERRORS as error:
+            raise self._classify(error, "query") from error
+        series = []
+        for (measurement, tags), rows in result.items():
+            series.append((measurement, tags or {}, list(rows)))
+        return series
+
     def ensure_database(self) -> None:
         """Creates the database unless it exists. A user without the right to create it gets
         an `InfluxDatabaseMissing` saying so."""

@@ -81,6 +81,8 @@ class RegisterSpec:
     min_value: float | None = None
     max_value: float | None = None
     register_id: int | None = None
+    #: A counter (e.g. energy): the rollup job sums its non-negative increments.
+    cumulative: bool = False
 
     @property
     def width(self) -> int:

@@ -99,3 +99,11 @@ def current_revision(engine: Engine) -> str | None:
             return context.get_current_revision()
     except OperationalError as error:
         raise unreachable(engine, error) from None
+
+
+def revisions() -> list[str]:
+    """Every migration, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return [rev.revision for rev in reversed(list(script.walk_revisions()))]

@@ -56,6 +56,7 @@ def register_spec(row: dict[str, Any]) -> RegisterSpec:
         min_value=row["min_value"],
         max_value=row["max_value"],
         register_id=row.get("id"),
+        cumulative=bool(row.get("cumulative")),
     )
 
 
@@ -166,3 +167,18 @@ def load_meter(engine: Engine, meter_id: int) -> MeterSpec:
         return meter_spec(row, specs)
     except ValueError as error:
         raise RegistryError(f"meter {meter_id}: {error}") from None
+
+
+def cumulative_series(engine: Engine) -> set[tuple[str, str]]:
+    """(meter id as text, measurement) of every counter register of every meter, enabled or
+    not (a disabled meter's history still gets its hourly consumption)."""
+
+    def work(connection) -> set[tuple[str, str]]:
+        rows = connection.execute(
+            sa.select(energy_meters.c.id, registers.c.measurement_name)
+            .select_from(energy_meters.join(registers, energy_meters.c.type == registers.c.type))
+            .where(registers.c.cumulative.is_(True))
+        )
+        return {(str(meter_id), measurement) for meter_id, measurement in rows}
+
+    return queries.run_in_transaction(engine, work)

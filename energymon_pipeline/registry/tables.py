@@ -37,6 +37,7 @@ energy_meters = sa.Table(
     sa.Column("single_register_reads", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("connect_delay_s", sa.Float, nullable=True),
     sa.Column("request_delay_s", sa.Float, nullable=True),
+    sa.Column("poll_group", sa.String(32), nullable=True),
 )
 
 registers = sa.Table(
@@ -58,6 +59,7 @@ registers = sa.Table(
     sa.Column("offset", sa.Float, nullable=False, server_default="0"),
     sa.Column("min_value", sa.Float, nullable=True),
     sa.Column("max_value", sa.Float, nullable=True),
+    sa.Column("cumulative", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 meter_status = sa.Table(
@@ -87,5 +89,5 @@ ORIGINAL_REGISTER_COLUMNS = (
     "byte_order",
 )
 #: Optional extension columns a registers CSV may carry.
-EXTENSION_REGISTER_COLUMNS = ("scale", "offset", "min_value", "max_value")
+EXTENSION_REGISTER_COLUMNS = ("scale", "offset", "min_value", "max_value", "cumulative")
 REGISTER_UNIQUE_KEY = ("type", "function_code", "register_address", "measurement_name")

@@ -8,6 +8,7 @@ instead of raising, so an import can report every bad cell of every row at once.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -102,6 +103,24 @@ def _number(
     return number
 
 
+def _flag(row: Mapping[str, Any], column: str, problems: list[Problem]) -> bool:
+    value = row.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return False
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    problems.append((column, f"{column} {value!r} is not allowed; allowed: 1 or 0 (true or false)"))
+    return False
+
+
+GROUP_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
 def check_register(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
     """Validate one register row; returns the normalized row and its problems."""
     problems: list[Problem] = []
@@ -120,6 +139,7 @@ def check_register(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem
         "offset": _number(row, "offset", problems, 0.0),
         "min_value": _number(row, "min_value", problems, None),
         "max_value": _number(row, "max_value", problems, None),
+        "cumulative": _flag(row, "cumulative", problems),
     }
     if clean["scale"] == 0:
         problems.append(
@@ -155,6 +175,18 @@ def check_meter(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
         "type": _text(row, "type", 32, True, problems),
         "description": _text(row, "description", 64, False, problems),
     }
+    group = row.get("poll_group")
+    if group is not None and str(group).strip():
+        group = str(group).strip()
+        if not GROUP_PATTERN.match(group):
+            problems.append(
+                (
+                    "poll_group",
+                    f"poll_group {group!r} is not allowed; allowed: 1-32 letters, "
+                    "digits, '-' or '_'",
+                )  # fmt: skip
+            )
+        clean["poll_group"] = group
     if row.get("id") is not None:
         clean["id"] = _integer(row, "id", 0, 2**31 - 1, problems)
     framer = str(row.get("framer") or "socket").strip()
