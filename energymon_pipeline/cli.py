@@ -115,6 +115,7 @@ METER_COLUMNS = [
     ("type", "TYPE"),
     ("description", "DESCRIPTION"),
     ("enabled", "ENABLED"),
+    ("poll_group", "GROUP"),
     ("status", "LAST CHECK"),
 ]
 
@@ -162,7 +163,15 @@ def _status_text(row: dict[str, Any]) -> str:
     default=None,
     help="Per-request timeout in seconds (default 3).",
 )
-def meters_add(host, port, unit, type_, description, meter_id, framer, timeout_s) -> None:
+@click.option(
+    "--group",
+    "poll_group",
+    default=None,
+    help="Poll group (see ENERGYMON_POLL_GROUPS); default: no group.",
+)
+def meters_add(
+    host, port, unit, type_, description, meter_id, framer, timeout_s, poll_group
+) -> None:
     """Add a meter; it is polled from the next poll run on."""
     result = queries.add_meter(
         _engine(),
@@ -175,6 +184,7 @@ def meters_add(host, port, unit, type_, description, meter_id, framer, timeout_s
             "description": description,
             "framer": framer,
             "timeout_s": timeout_s,
+            "poll_group": poll_group,
         },
     )
     for warning in result.warnings:

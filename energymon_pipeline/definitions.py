@@ -51,9 +51,16 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
         ],
         sensors=[build_new_meter_sensor(connectivity_check_job, pipeline.sensor_interval_s)],
         schedules=[
-            build_poll_schedule(
-                pipeline.poll, pipeline.timezone, poll_meters_job, pipeline.read_concurrency
-            ),
+            *[
+                build_poll_schedule(
+                    pipeline.poll,
+                    pipeline.timezone,
+                    poll_meters_job,
+                    pipeline.read_concurrency,
+                    group,
+                )
+                for group in (pipeline.poll_groups or (None,))
+            ],
             build_purge_schedule(
                 purge_old_runs_job, pipeline.run_retention_days, pipeline.timezone
             ),

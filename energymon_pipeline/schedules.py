@@ -14,27 +14,43 @@ IN_PROGRESS = [
 ]
 
 
+GROUP_TAG = "energymon/poll_group"
+ALL_METERS = "all"
+
+
 def build_poll_schedule(
-    poll: CronTrigger, timezone: str, job: dg.JobDefinition, read_concurrency: int = 64
+    poll: CronTrigger,
+    timezone: str,
+    job: dg.JobDefinition,
+    read_concurrency: int = 64,
+    group: str | None = None,
 ) -> dg.ScheduleDefinition:
-    """`poll_meters_schedule`: the hour and minute variables make the cron, the second
-    variable the sample times within each run's minute. Running by default, so a fresh stack
-    polls without a click; a tick is skipped while the previous poll run is in progress."""
+    """`poll_meters_schedule` (or `poll_meters_schedule_<group>` for one poll group): the
+    hour and minute variables make the cron, the second variable the sample times within each
+    run's minute. Running by default, so a fresh stack polls without a click; a tick is
+    skipped while the previous poll run of the same group is in progress."""
+    group_tag = group or ALL_METERS
 
     @dg.schedule(
-        name="poll_meters_schedule",
+        name="poll_meters_schedule" if group is None else f"poll_meters_schedule_{group}",
         cron_schedule=poll.cron_schedule,
         execution_timezone=timezone,
         job=job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=(
-            f"Polls every enabled meter: hour {poll.hour!r}, minute {poll.minute!r} "
+            f"Polls every enabled meter{'' if group is None else f' of group {group!r}'}: "
+            f"hour {poll.hour!r}, minute {poll.minute!r} "
             f"({timezone}), sampling at second(s) {poll.second!r} of the minute."
         ),
     )
     def poll_meters_schedule(context: dg.ScheduleEvaluationContext):
         running = context.instance.get_runs(
-            filters=dg.RunsFilter(job_name=job.name, statuses=IN_PROGRESS), limit=1
+            filters=dg.RunsFilter(
+                job_name=job.name,
+                statuses=IN_PROGRESS,
+                tags={GROUP_TAG: group_tag} if group is not None else {},
+            ),
+            limit=1,
         )
         if running:
             return dg.SkipReason(
@@ -50,11 +66,12 @@ def build_poll_schedule(
                             "sample_seconds": list(poll.seconds),
                             "scheduled_minute": scheduled.isoformat(),
                             "read_concurrency": read_concurrency,
+                            "group": group,
                         }
                     }
                 }
             },
-            tags={"energymon/scheduled_minute": scheduled.isoformat()},
+            tags={"energymon/scheduled_minute": scheduled.isoformat(), GROUP_TAG: group_tag},
         )
 
     return poll_meters_schedule

@@ -213,6 +213,8 @@ class PipelineSettings:
     run_retention_days: int
     sensor_interval_s: int
     rollup_start: str
+    #: Poll groups with a schedule each; empty = one schedule for every meter.
+    poll_groups: tuple[str, ...] = ()
 
 
 def timezone(env: Mapping[str, str] | None = None) -> str:
@@ -241,6 +243,7 @@ def pipeline(env: Mapping[str, str] | None = None) -> PipelineSettings:
         timezone=timezone(env),
         read_concurrency=_int(env, "ENERGYMON_READ_CONCURRENCY", 64, 1, 4096),
         rollup_start=_date(env, "ENERGYMON_ROLLUP_START", "2026-01-01"),
+        poll_groups=_groups(env, "ENERGYMON_POLL_GROUPS"),
         run_retention_days=_int(env, "DAGSTER_RUN_RETENTION_DAYS", 14, 1, 3650),
     )
 
@@ -330,3 +333,21 @@ def _date(env: Mapping[str, str], name: str, default: str) -> str:
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a date; allowed: YYYY-MM-DD") from None
     return raw
+
+
+def _groups(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    import re
+
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    groups = [g.strip() for g in raw.split(",") if g.strip()]
+    for group in groups:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", group):
+            raise SettingsError(
+                f"{name}={raw!r} has the group {group!r}; allowed: a comma-separated list of "
+                "names of 1-32 letters, digits, '-' or '_' (`default` = meters without a group)"
+            )
+    if len(set(groups)) != len(groups):
+        raise SettingsError(f"{name}={raw!r} names a group twice")
+    return tuple(groups)

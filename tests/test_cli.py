@@ -76,6 +76,7 @@ def test_meters_add_list_disable_enable_remove(ready):
         "TYPE",
         "DESCRIPTION",
         "ENABLED",
+        "GROUP",
         "LAST",
         "CHECK",
     ]
@@ -127,6 +128,10 @@ def test_meter_of_a_type_without_registers_is_a_warning(ready):
         (["--host", "h" * 65], "is 65 characters long; allowed: at most 64"),
         (["--type", ""], "type is empty; allowed: 1 to 32 characters"),
         (["--timeout", "0"], "timeout_s 0.0 is not allowed; allowed: 0-600 seconds, above 0"),
+        (
+            ["--group", "north pole"],
+            "poll_group 'north pole' is not allowed; allowed: 1-32 letters, digits, '-' or '_'",
+        ),
     ],
 )
 def test_meter_bad_input_is_one_line_and_writes_nothing(ready, args, message):

@@ -196,3 +196,15 @@ def test_definitions_load():
         "poll_meters_job",
         "purge_old_runs_job",
     }
+
+
+def test_a_group_polls_only_its_meters(stack):
+    with stack["engine"].begin() as connection:
+        connection.exec_driver_sql("UPDATE energy_meters SET poll_group = 'north' WHERE id = 1")
+    north = run_poll(stack, group="north")
+    assert north.success
+    assert {r.unit_id for r in stack["server"].requests} == {1}
+    stack["server"].reset_requests()
+    default = run_poll(stack, group="default")
+    assert default.success
+    assert {r.unit_id for r in stack["server"].requests} == {0}

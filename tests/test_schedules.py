@@ -100,3 +100,42 @@ def test_purge_schedule_uses_the_retention_days():
             schedule, datetime(2026, 11, 27, 3, 17, tzinfo=UTC), instance
         ).run_requests
     assert request.run_config["ops"]["purge_old_runs"]["config"]["retention_days"] == 30
+
+
+def test_one_schedule_per_poll_group():
+    pipeline = settings.pipeline({"ENERGYMON_POLL_GROUPS": "default,north"})
+    schedules = [
+        build_poll_schedule(pipeline.poll, pipeline.timezone, poll_meters_job, group=group)
+        for group in pipeline.poll_groups
+    ]
+    assert [s.name for s in schedules] == [
+        "poll_meters_schedule_default",
+        "poll_meters_schedule_north",
+    ]
+    when = datetime(2026, 11, 27, 12, 36, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        run_id = str(uuid.uuid4())
+        instance.add_run(dg.DagsterRun(job_name="poll_meters_job", run_id=run_id,
+                                       status=dg.DagsterRunStatus.STARTED,
+                                       tags={"energymon/poll_group": "north"}))  # fmt: skip
+        default, north = (evaluate(s, when, instance) for s in schedules)
+    [request] = default.run_requests
+    assert config_of(request)["group"] == "default"
+    assert request.tags["energymon/poll_group"] == "default"
+    assert not north.run_requests, "only the group whose run is still going skips its tick"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("north,,south", None),
+        ("north pole", "has the group 'north pole'"),
+        ("a,a", "names a group twice"),
+    ],
+)
+def test_poll_groups_setting(value, message):
+    if message is None:
+        assert settings.pipeline({"ENERGYMON_POLL_GROUPS": value}).poll_groups == ("north", "south")
+    else:
+        with pytest.raises(SettingsError, match=message):
+            settings.pipeline({"ENERGYMON_POLL_GROUPS": value})

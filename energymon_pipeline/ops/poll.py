@@ -33,6 +33,8 @@ class PollConfig(dg.Config):
 
     meter_ids: list[int] | None = None
     dry_run: bool = False
+    #: Only the meters of this poll group (`default` = meters without a group); empty = all.
+    group: str | None = None
     #: Seconds within the run's minute to sample at (set by the schedule from
     #: INFLUX_UPDATER_CRON_SECOND_TRIGGER); empty means one sample, now.
     sample_seconds: list[int] = []
@@ -68,7 +70,9 @@ def load_definitions(
     context: dg.OpExecutionContext, config: PollConfig, registry: RegistryResource
 ) -> PollPlan:
     try:
-        definitions = load_registry(registry.engine(), meter_ids=config.meter_ids)
+        definitions = load_registry(
+            registry.engine(), meter_ids=config.meter_ids, group=config.group
+        )
     except EnergymonError as error:  # registry unreachable or not migrated: one line, no trace
         raise dg.Failure(description=str(error)) from None
     for problem in definitions.problems:

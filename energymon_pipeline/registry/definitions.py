@@ -87,14 +87,25 @@ def meter_spec(row: dict[str, Any], specs: Iterable[RegisterSpec]) -> MeterSpec:
     )
 
 
+DEFAULT_GROUP = "default"
+
+
 def load_definitions(
-    engine: Engine, meter_ids: Iterable[int] | None = None, include_disabled: bool = False
+    engine: Engine,
+    meter_ids: Iterable[int] | None = None,
+    include_disabled: bool = False,
+    group: str | None = None,
 ) -> Definitions:
-    """The enabled meters (or exactly `meter_ids`) with their registers."""
+    """The enabled meters (or exactly `meter_ids`) with their registers; with `group`, only
+    the meters of that poll group (`default` = meters without a group)."""
     wanted = None if meter_ids is None else sorted(set(meter_ids))
 
     def work(connection) -> tuple[list[dict], list[dict]]:
         query = sa.select(energy_meters).order_by(energy_meters.c.id)
+        if group == DEFAULT_GROUP:
+            query = query.where(energy_meters.c.poll_group.is_(None))
+        elif group is not None:
+            query = query.where(energy_meters.c.poll_group == group)
         if wanted is not None:
             query = query.where(energy_meters.c.id.in_(wanted))
         elif not include_disabled:
