@@ -79,6 +79,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
                 spool_dir=str(spool.path.absolute()),
                 spool_max_bytes=spool.max_bytes,
                 spool_max_age_s=spool.max_age_s,
+                raw_retention=influx.raw_retention or "",
             ),
         },
     )

@@ -16,6 +16,8 @@ from energymon_pipeline.influx.writer import InfluxTarget, InfluxWriter
 from energymon_pipeline.registry import db
 
 _ENGINES: dict[str, Engine] = {}
+_ENSURED_POLICIES: set[tuple] = set()
+RAW_RETENTION_POLICY = "energymon_raw"
 
 
 class RegistryResource(dg.ConfigurableResource):
@@ -45,8 +47,10 @@ class InfluxResource(dg.ConfigurableResource):
     spool_dir: str = ".energymon/spool"
     spool_max_bytes: int = 512 * 1024**2
     spool_max_age_s: int = 30 * 86400
+    #: Duration of the `energymon_raw` retention policy for raw readings; "" = none.
+    raw_retention: str = ""
 
-    def target(self) -> InfluxTarget:
+    def target(self, retention_policy: str | None = None) -> InfluxTarget:
         return InfluxTarget(
             host=self.host,
             port=self.port,
@@ -54,6 +58,7 @@ class InfluxResource(dg.ConfigurableResource):
             username=self.username,
             password=self.password,
             timeout_s=self.timeout_s,
+            retention_policy=retention_policy,
         )
 
     def writer(self) -> InfluxWriter:
@@ -61,3 +66,24 @@ class InfluxResource(dg.ConfigurableResource):
 
     def spool(self) -> Spool:
         return Spool(Path(self.spool_dir), self.spool_max_bytes, self.spool_max_age_s)
+
+    @property
+    def raw_policy(self) -> str | None:
+        """The retention policy raw readings are written to (None: the default policy)."""
+        return RAW_RETENTION_POLICY if self.raw_retention else None
+
+    def raw_writer(self) -> InfluxWriter:
+        """The writer for raw readings; creates or updates their retention policy once per
+        process ("created on start")."""
+        writer = InfluxWriter(self.target(self.raw_policy))
+        key = (self.host, self.port, self.database, self.raw_retention)
+        if self.raw_retention and key not in _ENSURED_POLICIES:
+            writer.ensure_retention_policy(RAW_RETENTION_POLICY, self.raw_retention)
+            _ENSURED_POLICIES.add(key)
+        return writer
+
+    def raw_spool(self) -> Spool:
+        """Raw readings bound for their own retention policy queue in a folder of their own."""
+        if not self.raw_retention:
+            return self.spool()
+        return Spool(Path(self.spool_dir) / "raw", self.spool_max_bytes, self.spool_max_age_s)

@@ -154,6 +154,9 @@ class InfluxSettings:
     password: str | None
     password_variable: str | None
     timeout_s: float = 10.0
+    #: INFLUXDB_RAW_RETENTION: raw readings go to retention policy `energymon_raw` with this
+    #: duration (InfluxQL, e.g. 90d); None = raw readings in the default policy, kept forever.
+    raw_retention: str | None = None
 
 
 def influx(env: Mapping[str, str] | None = None) -> InfluxSettings:
@@ -175,7 +178,19 @@ def influx(env: Mapping[str, str] | None = None) -> InfluxSettings:
             f"user {username!r}"
         )
     database = env.get("INFLUXDB_DB", "").strip() or "influx_default"
+    raw_retention = env.get("INFLUXDB_RAW_RETENTION", "").strip() or None
+    if raw_retention is not None:
+        import re
+
+        match = re.fullmatch(r"(\d+)([hdw])", raw_retention)
+        hours = int(match[1]) * {"h": 1, "d": 24, "w": 168}[match[2]] if match else 0
+        if hours < 1:
+            raise SettingsError(
+                f"INFLUXDB_RAW_RETENTION={raw_retention!r} is not a retention period; allowed: "
+                "a whole number of hours, days or weeks, at least 1h (e.g. 90d, 12w, 2160h)"
+            )
     return InfluxSettings(
+        raw_retention=raw_retention,
         host=env.get("INFLUXDB_HOSTNAME", "").strip() or "localhost",
         port=_int(env, "INFLUXDB_PORT", 8086, 1, 65535),
         database=database,

@@ -208,3 +208,43 @@ def test_a_group_polls_only_its_meters(stack):
     default = run_poll(stack, group="default")
     assert default.success
     assert {r.unit_id for r in stack["server"].requests} == {0}
+
+
+def test_raw_retention_policy(stack):
+    """INFLUXDB_RAW_RETENTION: raw readings go to `energymon_raw` (created on start),
+    health points and rollups stay in the default policy."""
+    from datetime import UTC, datetime
+
+    stack["env"]["INFLUXDB_RAW_RETENTION"] = "90d"
+    assert run_poll(stack).success
+    policies = {p["name"]: p for p in query(stack, "SHOW RETENTION POLICIES")}
+    assert policies["energymon_raw"]["duration"] == "2160h0m0s"
+    assert policies["energymon_raw"]["default"] is False
+    assert len(query(stack, 'SELECT * FROM "energymon_raw"."test_measurement"')) == 1
+    assert query(stack, 'SELECT * FROM "test_measurement"') == []
+    assert len(query(stack, 'SELECT * FROM "energymon_poll"')) == 2
+
+    # The rollup reads the raw policy (the current hour has no partition yet: call it directly).
+    from datetime import timedelta
+
+    from energymon_pipeline.influx import rollup
+    from energymon_pipeline.influx.writer import InfluxWriter
+
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    with InfluxWriter(stack["influxd"].target(stack["db"])) as writer:
+        result = rollup.hourly(writer, start, start + timedelta(hours=1), set(), "energymon_raw")
+        writer.write(result.lines)
+    assert result.series == 28  # 1 test value + 27 sdm630 values
+    [point] = query(
+        stack, 'SELECT * FROM "energymon_rollup_1h" WHERE "measurement" = \'test_measurement\''
+    )
+    assert (point["count"], point["last"]) == (1, -123.0)
+
+
+def test_bad_raw_retention_is_a_named_error(stack):
+    from energymon_pipeline.errors import SettingsError
+
+    with pytest.raises(
+        SettingsError, match="INFLUXDB_RAW_RETENTION='forever' is not a retention period"
+    ):
+        build_definitions({**stack["env"], "INFLUXDB_RAW_RETENTION": "forever"})

@@ -75,17 +75,20 @@ def hourly(
     start: datetime,
     end: datetime,
     cumulative: set[tuple[str, str]],
+    source_policy: str | None = None,
 ) -> RollupResult:
     """Roll up raw points in [start, end). `cumulative` holds (meter id, measurement) of the
-    counters, from the registry."""
+    counters, from the registry; `source_policy` is the raw readings' retention policy
+    (None: the default one). Rollups are written to the default policy."""
+    prefix = f"{_quote(source_policy)}." if source_policy else ""
     window = f"time >= '{_rfc3339(start)}' AND time < '{_rfc3339(end)}'"
     by_tags = ", ".join(_quote(t) for t in SERIES_TAGS)
     aggregates = writer.query(
         'SELECT count("value"), mean("value"), min("value"), max("value"), last("value") '
-        f"FROM /.*/ WHERE {window} GROUP BY {by_tags}"
+        f"FROM {prefix}/.*/ WHERE {window} GROUP BY {by_tags}"
     )
     result = RollupResult()
-    counter_values = _counter_readings(writer, start, end, cumulative, aggregates)
+    counter_values = _counter_readings(writer, start, end, cumulative, aggregates, prefix)
     for measurement, tags, rows in aggregates:
         if measurement.startswith("energymon_") or not rows:
             continue
@@ -112,7 +115,7 @@ def hourly(
     return result
 
 
-def _counter_readings(writer, start, end, cumulative, aggregates) -> dict:
+def _counter_readings(writer, start, end, cumulative, aggregates, prefix: str) -> dict:
     """The counters' readings in the window, preceded by the last one within one window's
     length before it (so the increment across the window's start is counted once, here)."""
     present = {(tags.get("id", ""), m) for m, tags, _ in aggregates} & cumulative
@@ -121,14 +124,14 @@ def _counter_readings(writer, start, end, cumulative, aggregates) -> dict:
     readings: dict[tuple[str, str], list[float]] = defaultdict(list)
     for measurement in measurements:
         before = writer.query(
-            f'SELECT last("value") FROM {_quote(measurement)} WHERE '
+            f'SELECT last("value") FROM {prefix}{_quote(measurement)} WHERE '
             f"time >= '{_rfc3339(lookback)}' AND time < '{_rfc3339(start)}' GROUP BY \"id\""
         )
         for _, tags, rows in before:
             if rows and rows[0].get("last") is not None:
                 readings[(tags.get("id", ""), measurement)].append(rows[0]["last"])
         inside = writer.query(
-            f'SELECT "value" FROM {_quote(measurement)} WHERE '
+            f'SELECT "value" FROM {prefix}{_quote(measurement)} WHERE '
             f"time >= '{_rfc3339(start)}' AND time < '{_rfc3339(end)}' GROUP BY \"id\""
         )
         for _, tags, rows in inside:

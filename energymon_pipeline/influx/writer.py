@@ -37,11 +37,18 @@ class InfluxTarget:
     ssl: bool = False
     timeout_s: float = 10.0
     verify_ssl: bool = True
+    #: Retention policy the points are written to; None = the database's default policy.
+    retention_policy: str | None = None
 
     @property
     def where(self) -> str:
         scheme = "https" if self.ssl else "http"
-        return f"{scheme}://{self.host}:{self.port}/{self.database}"
+        where = f"{scheme}://{self.host}:{self.port}/{self.database}"
+        return (
+            f"{where} (retention policy {self.retention_policy})"
+            if self.retention_policy
+            else where
+        )
 
     def __repr__(self) -> str:  # never show the password
         return f"InfluxTarget({self.where!r}, username={self.username!r})"
@@ -188,6 +195,7 @@ class InfluxWriter:
             database=self.target.database,
             batch_size=self.batch_size,
             protocol="line",
+            retention_policy=self.target.retention_policy,
         )
 
     def query(self, q: str, epoch: str = "ms") -> list[tuple[str, dict, list[dict]]]:
@@ -227,6 +235,26 @@ class InfluxWriter:
             raise self._classify(error, "create database") from error
         except _CLIENT_ERRORS as error:
             raise self._classify(error, "create database") from error
+
+    def ensure_retention_policy(self, name: str, duration: str) -> None:
+        """Create the (non-default) retention policy `name` with `duration` (InfluxQL syntax,
+        e.g. 90d), or change its duration; creates the database first when it is missing."""
+        self.ensure_database()
+        try:
+            existing = {
+                p["name"]: p["duration"]
+                for p in self._client.get_list_retention_policies(self.target.database)
+            }
+            if name not in existing:
+                self._client.create_retention_policy(
+                    name, duration, 1, database=self.target.database, default=False
+                )
+            else:
+                self._client.alter_retention_policy(
+                    name, database=self.target.database, duration=duration
+                )
+        except _CLIENT_ERRORS as error:
+            raise self._classify(error, f"create retention policy {name}") from error
 
     def ping(self) -> str:
         """The server's version; raises the classified error when it does not answer."""

@@ -33,7 +33,9 @@ def rollup_hour(
     window = context.partition_time_window
     counters = cumulative_series(registry.engine())
     with influx.writer() as writer:
-        result = rollup.hourly(writer, window.start, window.end, counters)
+        result = rollup.hourly(
+            writer, window.start, window.end, counters, source_policy=influx.raw_policy
+        )
         writer.write(result.lines)
     _report(context, result, window)
     return result.series

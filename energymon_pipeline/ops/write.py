@@ -13,7 +13,8 @@ import dagster as dg
 import pandas as pd
 
 from energymon_pipeline.influx.points import poll_health_line, reading_lines, spool_health_line
-from energymon_pipeline.influx.spool import SpoolBusy
+from energymon_pipeline.influx.spool import FlushResult, SpoolBusy, SpoolStatus
+from energymon_pipeline.influx.writer import InfluxError
 from energymon_pipeline.modbus.reader import MeterResult
 from energymon_pipeline.ops.poll import PollPlan, ReadingsFrame, meter_table
 from energymon_pipeline.resources import InfluxResource
@@ -72,12 +73,19 @@ def write_readings(
         return
 
     spool = influx.spool()
+    raw_spool = influx.raw_spool()
+    readings_lines, health = reading_lines(frame), health_lines(results, frame, now)
     if context.retry_number == 0:  # a retry must not spool the same batch twice
-        spool.append(reading_lines(frame) + health_lines(results, frame, now))
+        if influx.raw_retention:  # raw readings go to their own retention policy
+            raw_spool.append(readings_lines)
+            spool.append(health)
+        else:
+            spool.append(readings_lines + health)
+    flushed = _flush_raw(influx, raw_spool) if influx.raw_retention else None
     with influx.writer() as writer:
-        flushed = spool.flush(writer)
+        default = spool.flush(writer)
         status = spool.status()
-        if flushed.ok:
+        if default.ok:
             # The backlog point goes straight out: it describes the spool, it is not data.
             try:
                 backlog = spool_health_line(
@@ -86,6 +94,23 @@ def write_readings(
                 writer.write([backlog])
             except Exception as error:  # noqa: BLE001 - a health point must never fail a run
                 context.log.warning(f"spool health point not written: {error}")
+    if flushed is None:
+        flushed = default
+    else:
+        raw_status = raw_spool.status()
+        flushed = FlushResult(
+            sent_batches=flushed.sent_batches + default.sent_batches,
+            sent_points=flushed.sent_points + default.sent_points,
+            remaining_batches=flushed.remaining_batches + default.remaining_batches,
+            error=flushed.error or default.error,
+        )
+        status = SpoolStatus(
+            batches=status.batches + raw_status.batches,
+            points=status.points + raw_status.points,
+            bytes=status.bytes + raw_status.bytes,
+            oldest_age_s=status.oldest_age_s,
+            rejected_batches=status.rejected_batches + raw_status.rejected_batches,
+        )
     metadata.update(
         {
             "written points": flushed.sent_points,
@@ -116,6 +141,16 @@ def write_readings(
         )
     context.add_output_metadata(metadata)
     _fail_if_every_meter_failed(results)
+
+
+def _flush_raw(influx: InfluxResource, raw_spool) -> FlushResult:
+    """Send the raw readings' spool to their retention policy (created on first use)."""
+    try:
+        writer = influx.raw_writer()
+    except InfluxError as error:
+        return FlushResult(0, 0, raw_spool.status().batches, error=error)
+    with writer:
+        return raw_spool.flush(writer)
 
 
 def _fail_if_every_meter_failed(results: list[MeterResult]) -> None:
