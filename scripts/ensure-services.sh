@@ -3,6 +3,8 @@
 # PostgreSQL on 127.0.0.1:5432 (trust auth on this machine kind), and the `influxd` binary
 # (InfluxDB 1.x). influxd is only installed, never started as a system service: the test
 # fixture (tests/influx_fixtures.py) starts its own on free loopback ports in a temp folder.
+# Also Chromium (Debian package `chromium`), which the browser test (tests/e2e/test_ui_browser.py)
+# drives through Python playwright; only installed, never started here.
 # Idempotent; bounded waits.
 set -euo pipefail
 
@@ -148,7 +150,18 @@ ensure_influxd() {
   command -v influxd >/dev/null 2>&1
 }
 
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then
+    return 0
+  fi
+  log "installing Chromium (Debian package chromium) for the browser test"
+  apt_install chromium
+  command -v chromium >/dev/null 2>&1
+}
+
 ensure_postgres
 log "PostgreSQL ready on $PG_HOST:$PG_PORT"
 ensure_influxd
 log "influxd installed: $(command -v influxd) ($(influxd version 2>/dev/null || echo 'version unknown'))"
+ensure_chromium
+log "chromium installed: $(command -v chromium) ($(chromium --version 2>/dev/null || echo 'version unknown'))"
