@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from energymon_pipeline.commands.errors import EXIT_USER_ERROR, UserErrorGroup
 from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.modbus.types import (
     DataType,
@@ -24,27 +25,6 @@ from energymon_pipeline.modbus.types import (
 )
 from energymon_pipeline.registry import db, queries
 from energymon_pipeline.registry.csv_import import read_registers_csv
-
-EXIT_USER_ERROR = 1
-
-
-class _Group(click.Group):
-    """Turns EnergymonError anywhere below into one line on stderr, no traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except queries.ImportRefused as error:
-            for problem in error.problems:
-                click.echo(f"error: {problem}", err=True)
-            click.echo(
-                f"error: nothing imported: {len({p.line for p in error.problems})} bad row(s)",
-                err=True,
-            )
-            ctx.exit(EXIT_USER_ERROR)
-        except EnergymonError as error:
-            click.echo(f"error: {error}", err=True)
-            ctx.exit(EXIT_USER_ERROR)
 
 
 def _engine():
@@ -73,7 +53,7 @@ def _print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> 
         )
 
 
-@click.group(cls=_Group)
+@click.group(cls=UserErrorGroup)
 def cli() -> None:
     """energymon: Modbus TCP energy meter monitoring (registry and tools).
 
@@ -83,7 +63,7 @@ def cli() -> None:
     """
 
 
-@cli.group(cls=_Group, name="db")
+@cli.group(cls=UserErrorGroup, name="db")
 def db_group() -> None:
     """The registry database schema."""
 
@@ -102,7 +82,7 @@ def db_upgrade() -> None:
         click.echo(f"registry {target}: already up to date ({db.current_revision(engine)})")
 
 
-@cli.group(cls=_Group)
+@cli.group(cls=UserErrorGroup)
 def meters() -> None:
     """Meters (rows of energy_meters)."""
 
@@ -216,7 +196,7 @@ def meters_enable(meter_id: int) -> None:
     click.echo(f"meter {meter_id} {'enabled' if changed else 'was already enabled'}")
 
 
-@cli.group(cls=_Group)
+@cli.group(cls=UserErrorGroup)
 def registers() -> None:
     """Register maps (rows of registers, per meter type)."""
 
@@ -425,7 +405,7 @@ def probe(host, port, unit, address, count, function_code, data_type, word_order
     _report_read(read_meters_sync([meter])[0], as_json)
 
 
-@cli.group(cls=_Group)
+@cli.group(cls=UserErrorGroup)
 def spool() -> None:
     """The write-ahead spool: batches waiting for InfluxDB."""
 
@@ -436,15 +416,7 @@ def _spool_and_target():
     from energymon_pipeline.influx.writer import InfluxTarget
 
     spool_settings = settings.spool()
-    influx = settings.influx()
-    target = InfluxTarget(
-        host=influx.host,
-        port=influx.port,
-        database=influx.database,
-        username=influx.username,
-        password=influx.password,
-        timeout_s=influx.timeout_s,
-    )
+    target = InfluxTarget.from_settings(settings.influx())
     return Spool(spool_settings.path, spool_settings.max_bytes, spool_settings.max_age_s), target
 
 

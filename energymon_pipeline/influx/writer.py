@@ -50,6 +50,18 @@ class InfluxTarget:
             else where
         )
 
+    @classmethod
+    def from_settings(cls, influx) -> InfluxTarget:
+        """The target of `settings.influx()` (an InfluxSettings)."""
+        return cls(
+            host=influx.host,
+            port=influx.port,
+            database=influx.database,
+            username=influx.username,
+            password=influx.password,
+            timeout_s=influx.timeout_s,
+        )
+
     def __repr__(self) -> str:  # never show the password
         return f"InfluxTarget({self.where!r}, username={self.username!r})"
 
@@ -120,6 +132,21 @@ def _connection_reason(error: requests.exceptions.RequestException) -> str:
     if "Network is unreachable" in text or "No route to host" in text:
         return "network unreachable"
     return "connection failed"
+
+
+def _hours(duration: str) -> float | None:
+    """Hours of an InfluxQL duration as written (90d, 12w, 2160h) or as InfluxDB reports it
+    (2160h0m0s); None when it is not one of those forms."""
+    import re
+
+    text = duration.strip()
+    short = re.fullmatch(r"(\d+)([hdw])", text)
+    if short:
+        return int(short[1]) * {"h": 1, "d": 24, "w": 168}[short[2]]
+    full = re.fullmatch(r"(\d+)h(\d+)m(\d+)s", text)
+    if full:
+        return int(full[1]) + int(full[2]) / 60 + int(full[3]) / 3600
+    return None
 
 
 class InfluxWriter:
@@ -237,24 +264,35 @@ class InfluxWriter:
             raise self._classify(error, "create database") from error
 
     def ensure_retention_policy(self, name: str, duration: str) -> None:
-        """Create the (non-default) retention policy `name` with `duration` (InfluxQL syntax,
-        e.g. 90d), or change its duration; creates the database first when it is missing."""
+        """Make sure the (non-default) retention policy `name` exists with `duration`
+        (InfluxQL, e.g. 90d): nothing is sent when it already does, so a writer without admin
+        rights works with a policy an admin created; creating or changing one needs admin."""
         self.ensure_database()
+        database = self.target.database
         try:
             existing = {
-                p["name"]: p["duration"]
-                for p in self._client.get_list_retention_policies(self.target.database)
+                p["name"]: p["duration"] for p in self._client.get_list_retention_policies(database)
             }
+            if name in existing and _hours(existing[name]) == _hours(duration):
+                return
             if name not in existing:
                 self._client.create_retention_policy(
-                    name, duration, 1, database=self.target.database, default=False
+                    name, duration, 1, database=database, default=False
                 )
             else:
-                self._client.alter_retention_policy(
-                    name, database=self.target.database, duration=duration
-                )
+                self._client.alter_retention_policy(name, database=database, duration=duration)
+        except InfluxDBClientError as error:
+            if error.code == 403:
+                verb = "ALTER" if name in existing else "CREATE"
+                extra = "" if name in existing else " REPLICATION 1"
+                raise InfluxAuthError(
+                    f"InfluxDB at {self.target.where}: user {self.target.username!r} may not "
+                    f"{verb.lower()} retention policy {name!r} (needs admin); as an admin run "
+                    f'{verb} RETENTION POLICY "{name}" ON "{database}" DURATION {duration}{extra}'
+                ) from error
+            raise self._classify(error, f"retention policy {name}") from error
         except _CLIENT_ERRORS as error:
-            raise self._classify(error, f"create retention policy {name}") from error
+            raise self._classify(error, f"retention policy {name}") from error
 
     def ping(self) -> str:
         """The server's version; raises the classified error when it does not answer."""
