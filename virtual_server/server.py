@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import deque
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -389,6 +390,10 @@ def _whole_address_space(action) -> SimDevice:
     )
 
 
+#: How many of the latest requests `VirtualModbusServer.requests` remembers.
+REQUEST_LOG_LIMIT = 100_000
+
+
 class VirtualModbusServer:
     """A read-only Modbus TCP server answering for the unit ids in `devices`.
 
@@ -425,7 +430,8 @@ class VirtualModbusServer:
         self.answer_unknown_units = answer_unknown_units
         self._port: int | None = None
         self._server: ModbusTcpServer | None = None
-        self._requests: list[Request] = []
+        # Bounded: a long-running fleet must not grow by every request it ever answered.
+        self._requests: deque[Request] = deque(maxlen=REQUEST_LOG_LIMIT)
         self._requests_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None

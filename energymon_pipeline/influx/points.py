@@ -155,28 +155,33 @@ def reading_lines(readings: pd.DataFrame) -> list[str]:
             text = measurements[name] = escape_measurement(name)
         measurement_text.append(text)
 
-    # Few distinct tag combinations (meters x units): escape each one once.
-    tag_sets: dict[tuple[Hashable, ...], str] = {}
+    # Tag keys sort as dataunit < description < id < type, so a point's tag set is its unit's
+    # part followed by its meter's part: escape each distinct unit and each meter once (a few
+    # units and one entry per meter, not one per meter and unit).
+    unit_tags: dict[Hashable, str] = {}
+    meter_tags: dict[tuple[Hashable, ...], str] = {}
     tag_text = []
-    for key in zip(
+    for unit, description, meter_id, meter_type in zip(
         readings["unit"].tolist(),
         readings["description"].tolist(),
         readings["meter_id"].tolist(),
         readings["meter_type"].tolist(),
         strict=True,
     ):
-        text = tag_sets.get(key)
-        if text is None:
-            unit, description, meter_id, meter_type = key
-            text = tag_sets[key] = tag_set(
+        unit_text = unit_tags.get(unit)
+        if unit_text is None:
+            unit_text = unit_tags[unit] = tag_set({"dataunit": unit})
+        meter_key = (description, meter_id, meter_type)
+        meter_text = meter_tags.get(meter_key)
+        if meter_text is None:
+            meter_text = meter_tags[meter_key] = tag_set(
                 {
-                    "dataunit": unit,
                     "description": description,
                     "id": None if not _present(meter_id) else int(meter_id),
                     "type": meter_type,
                 }
             )
-        tag_text.append(text)
+        tag_text.append(unit_text + meter_text)
 
     return [
         f"{measurement}{tags} {FIELD}={value!r} {stamp}"

@@ -284,13 +284,17 @@ def _layout(data_type: DataType, word_order: Order, byte_order: Order):
     return data_type, word_order, _order(byte_order, "byte_order")
 
 
-# Decoders keyed by id(request). Each entry holds its request, so the id cannot be reused by
+# Decoders keyed by id(request), each entry holding its request, so the id cannot be reused by
 # another object while the entry lives; the identity check makes a stale hit impossible.
-# Identity rather than equality: hashing a request walks every RegisterSpec, which costs as
-# much as compiling it. Plans are cached per meter (plan.MeterPlanner), so the same request
-# objects come back every poll.
-_CACHE_SIZE = 2048
-_cache: OrderedDict[int, BlockDecoder] = OrderedDict()
+# Identity first: plans are cached per meter (plan.MeterPlanner), so the same request objects
+# come back every poll, and an identity hit costs no hashing. On an identity miss the decoder
+# is looked up by the request's value: meters of one type plan equal requests, and hashing a
+# request (a few microseconds) is far cheaper than compiling its decoder, so each distinct
+# request is compiled once per process however many meters share it, and a fleet with more
+# requests than the identity cache holds does not recompile every request every poll.
+_CACHE_SIZE = 16384  # a few MB at most; covers fleets of several thousand meters
+_cache: OrderedDict[int, tuple[ReadRequest, BlockDecoder]] = OrderedDict()
+_shared: OrderedDict[ReadRequest, BlockDecoder] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -298,13 +302,19 @@ def block_decoder(request: ReadRequest) -> BlockDecoder:
     """The (cached) decoder for `request`."""
     key = id(request)
     with _cache_lock:
-        decoder = _cache.get(key)
-        if decoder is not None and decoder.request is request:
+        entry = _cache.get(key)
+        if entry is not None and entry[0] is request:
             _cache.move_to_end(key)
-            return decoder
-    decoder = BlockDecoder(request)
+            return entry[1]
+        decoder = _shared.get(request)
+    if decoder is None:
+        decoder = BlockDecoder(request)
     with _cache_lock:
-        _cache[key] = decoder
+        _shared[request] = decoder
+        _shared.move_to_end(request)
+        while len(_shared) > _CACHE_SIZE:
+            _shared.popitem(last=False)
+        _cache[key] = (request, decoder)
         _cache.move_to_end(key)
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)

@@ -1,0 +1,96 @@
+"""The simulated SDM630 fleet, split over separate server processes so that the simulator
+is not the bottleneck of what is measured (the box has 2 cores: 2 processes by default)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import Worker
+
+START_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class Member:
+    index: int
+    host: str
+    port: int
+    unit: int
+
+
+class FleetProcesses:
+    def __init__(
+        self,
+        size: int,
+        delay_ms: float,
+        *,
+        processes: int,
+        units_per_port: int,
+        log_dir: Path,
+    ) -> None:
+        self.size = size
+        self.delay_ms = delay_ms
+        self.processes = max(1, min(processes, size))
+        self.units_per_port = units_per_port
+        self.log_dir = log_dir
+        self.workers: list[Worker] = []
+        self.members: list[Member] = []
+
+    def start(self) -> FleetProcesses:
+        """Start every part, then wait (bounded) for each to list its meters."""
+        base, extra = divmod(self.size, self.processes)
+        first = 0
+        try:
+            for part in range(self.processes):
+                size = base + (1 if part < extra else 0)
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "bench.fleet_server",
+                    f"--size={size}",
+                    f"--units-per-port={self.units_per_port}",
+                    f"--delay-ms={self.delay_ms:g}",
+                    f"--first-index={first}",
+                ]
+                name = f"fleet part {part + 1}/{self.processes} ({size} meters)"
+                log = self.log_dir / f"fleet-{self.size}-{self.delay_ms:g}ms-{part}.log"
+                self.workers.append(Worker(name, argv, log))
+                first += size
+            for worker in self.workers:
+                message = worker.receive(START_TIMEOUT_S)
+                self.members.extend(Member(**m) for m in message["members"])
+        except BaseException:
+            self.stop()
+            raise
+        self.members.sort(key=lambda m: m.index)
+        return self
+
+    @property
+    def pids(self) -> list[int]:
+        return [worker.process.pid for worker in self.workers]
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the fleet's processes have used so far."""
+        total = 0
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers.clear()
+
+    def __enter__(self) -> FleetProcesses:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
