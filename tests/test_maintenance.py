@@ -66,7 +66,11 @@ def test_instance_configs_are_valid(path, tmp_path, monkeypatch):
     shutil.copy(ROOT / path, tmp_path / "dagster.yaml")
     config, _ = dagster_instance_config(str(tmp_path))
     limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
-    assert {"key": "energymon/poll_group", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+    assert {
+        "key": "energymon/poll_group",
+        "value": {"applyLimitPerUniqueValue": True},
+        "limit": 1,
+    } in limits
     assert config["run_retries"] == {"enabled": True, "max_retries": 1,
                                      "retry_on_asset_or_op_failure": False}  # fmt: skip
     assert config["telemetry"] == {"enabled": False}
