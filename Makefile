@@ -33,7 +33,7 @@ format: sync
 	$(UV) run ruff format .
 
 test: lint services
-	$(UV) run pytest
+	UV=$(UV) $(UV) run pytest
 
 run: sync
 	UV=$(UV) ./scripts/run-local.sh
