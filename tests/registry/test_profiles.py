@@ -180,10 +180,9 @@ def test_cli_on_a_registry_without_tables(registry, cli):
 def test_profiles_are_package_data_in_the_wheel(tmp_path):
     """hatchling packages every file under the package directories, so the CSVs ship; checked
     on a real wheel when one can be built offline, else on the build configuration."""
+    import os
     import shutil
     import subprocess
-
-    import os
 
     # `make test` passes the uv it bootstrapped (it may not be on PATH on a fresh machine).
     uv = os.environ.get("UV") or shutil.which("uv")
