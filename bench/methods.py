@@ -26,16 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
 from influxdb import InfluxDBClient
 from pymodbus.client import AsyncModbusTcpClient, ModbusTcpClient
 
 from energymon_pipeline import readings
-from energymon_pipeline.influx.points import poll_health_line, reading_lines, spool_health_line
+from energymon_pipeline.influx.points import reading_lines, spool_health_line
 from energymon_pipeline.influx.spool import Spool
 from energymon_pipeline.influx.writer import InfluxTarget, InfluxWriter
 from energymon_pipeline.modbus.plan import plan_requests
-from energymon_pipeline.modbus.reader import MeterResult, read_meters
+from energymon_pipeline.modbus.reader import read_meters
 from energymon_pipeline.modbus.types import DataType, FunctionCode, MeterSpec, Order
 
 ORIGINAL_METERS_IN_FLIGHT = 10
@@ -67,26 +66,6 @@ class Clock:
         }
 
 
-def health_lines(results: list[MeterResult], frame: pd.DataFrame, now: datetime) -> list[str]:
-    """The write op's per-meter `energymon_poll` points (ops/write.py `health_lines`; copied
-    because the ops module imports dagster, which the library layers and this harness avoid)."""
-    written = frame.groupby("meter_id").size().to_dict() if len(frame) else {}
-    return [
-        poll_health_line(
-            time=now,
-            meter_id=r.meter.meter_id,
-            description=r.meter.description,
-            meter_type=r.meter.meter_type,
-            ok=r.ok,
-            latency_ms=r.mean_latency_ms,
-            requests=r.requests,
-            values=int(written.get(r.meter.meter_id, 0)),
-            errors=len(r.errors),
-        )
-        for r in results
-    ]
-
-
 class OursCycle:
     def __init__(
         self, meters: list[MeterSpec], target: InfluxTarget, spool_dir: Path, concurrency: int
@@ -107,7 +86,7 @@ class OursCycle:
         frame = validated.frame
         clock.stage("validate")
         now = datetime.now(UTC)
-        lines = reading_lines(frame) + health_lines(results, frame, now)
+        lines = reading_lines(frame) + readings.health_lines(results, frame, now)
         clock.stage("lines")
         spool = Spool(self.spool_dir, SPOOL_MAX_BYTES, SPOOL_MAX_AGE_S)
         spool.append(lines)

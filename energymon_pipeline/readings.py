@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from energymon_pipeline.influx.points import poll_health_line
 from energymon_pipeline.modbus.reader import MeterResult
 
 COLUMNS = ["time", "meter_id", "description", "meter_type", "measurement", "unit", "value"]
@@ -116,3 +118,23 @@ def validate(results: Iterable[MeterResult]) -> Validated:
     )
     frame["time"] = frame["time"].astype("datetime64[ns, UTC]")
     return Validated(ReadingsModel.validate(frame), dropped)
+
+
+def health_lines(results: list[MeterResult], frame: pd.DataFrame, now: datetime) -> list[str]:
+    """One `energymon_poll` point per meter of a run: ok, latency, requests, the values that
+    passed validation (and will be written), errors."""
+    written = frame.groupby("meter_id").size().to_dict() if len(frame) else {}
+    return [
+        poll_health_line(
+            time=now,
+            meter_id=r.meter.meter_id,
+            description=r.meter.description,
+            meter_type=r.meter.meter_type,
+            ok=r.ok,
+            latency_ms=r.mean_latency_ms,
+            requests=r.requests,
+            values=int(written.get(r.meter.meter_id, 0)),
+            errors=len(r.errors),
+        )
+        for r in results
+    ]

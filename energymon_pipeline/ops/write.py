@@ -12,33 +12,16 @@ from datetime import UTC, datetime
 import dagster as dg
 import pandas as pd
 
-from energymon_pipeline.influx.points import poll_health_line, reading_lines, spool_health_line
+from energymon_pipeline.influx.points import reading_lines, spool_health_line
 from energymon_pipeline.influx.spool import FlushResult, SpoolBusy, SpoolStatus
 from energymon_pipeline.influx.writer import InfluxError
 from energymon_pipeline.modbus.reader import MeterResult
 from energymon_pipeline.ops.poll import PollPlan, ReadingsFrame, meter_table
+from energymon_pipeline.readings import health_lines
 from energymon_pipeline.resources import InfluxResource
 
 WRITE_RETRIES = 1
 RETRY_DELAY_S = 3
-
-
-def health_lines(results: list[MeterResult], frame: pd.DataFrame, now: datetime) -> list[str]:
-    written = frame.groupby("meter_id").size().to_dict() if len(frame) else {}
-    return [
-        poll_health_line(
-            time=now,
-            meter_id=r.meter.meter_id,
-            description=r.meter.description,
-            meter_type=r.meter.meter_type,
-            ok=r.ok,
-            latency_ms=r.mean_latency_ms,
-            requests=r.requests,
-            values=int(written.get(r.meter.meter_id, 0)),
-            errors=len(r.errors),
-        )
-        for r in results
-    ]
 
 
 def _transient(error: Exception) -> bool:
