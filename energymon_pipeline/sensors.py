@@ -17,10 +17,6 @@ from energymon_pipeline.resources import RegistryResource
 MIN_INTERVAL_S = 5
 
 
-def _version(updated_at) -> str:
-    return updated_at.isoformat()
-
-
 def build_new_meter_sensor(job: dg.JobDefinition, interval_s: int) -> dg.SensorDefinition:
     """`interval_s` comes from the period SCHEDULER_CRON_* implies (or its own variable);
     never below 5 s."""
@@ -41,7 +37,7 @@ def build_new_meter_sensor(job: dg.JobDefinition, interval_s: int) -> dg.SensorD
                 context.update_cursor(json.dumps({}))
             return dg.SkipReason("the energy_meters table is empty: nothing to check")
         current = {
-            str(meter_id): _version(updated_at)
+            str(meter_id): updated_at.isoformat()
             for meter_id, (enabled, updated_at) in versions.items()
             if enabled
         }

@@ -8,6 +8,7 @@ docs/configuration.md.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -179,16 +180,13 @@ def influx(env: Mapping[str, str] | None = None) -> InfluxSettings:
         )
     database = env.get("INFLUXDB_DB", "").strip() or "influx_default"
     raw_retention = env.get("INFLUXDB_RAW_RETENTION", "").strip() or None
-    if raw_retention is not None:
-        import re
-
-        match = re.fullmatch(r"(\d+)([hdw])", raw_retention)
-        hours = int(match[1]) * {"h": 1, "d": 24, "w": 168}[match[2]] if match else 0
-        if hours < 1:
-            raise SettingsError(
-                f"INFLUXDB_RAW_RETENTION={raw_retention!r} is not a retention period; allowed: "
-                "a whole number of hours, days or weeks, at least 1h (e.g. 90d, 12w, 2160h)"
-            )
+    if raw_retention is not None and not (
+        re.fullmatch(r"\d+[hdw]", raw_retention) and retention_hours(raw_retention) >= 1
+    ):
+        raise SettingsError(
+            f"INFLUXDB_RAW_RETENTION={raw_retention!r} is not a retention period; allowed: "
+            "a whole number of hours, days or weeks, at least 1h (e.g. 90d, 12w, 2160h)"
+        )
     return InfluxSettings(
         raw_retention=raw_retention,
         host=env.get("INFLUXDB_HOSTNAME", "").strip() or "localhost",
@@ -351,8 +349,6 @@ def _date(env: Mapping[str, str], name: str, default: str) -> str:
 
 
 def _groups(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    import re
-
     raw = env.get(name, "").strip()
     if not raw:
         return ()
@@ -366,3 +362,16 @@ def _groups(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     if len(set(groups)) != len(groups):
         raise SettingsError(f"{name}={raw!r} names a group twice")
     return tuple(groups)
+
+
+def retention_hours(duration: str) -> float | None:
+    """Hours of an InfluxQL retention duration as written (90d, 12w, 2160h) or as InfluxDB
+    reports it (2160h0m0s); None when it is neither."""
+    text = duration.strip()
+    short = re.fullmatch(r"(\d+)([hdw])", text)
+    if short:
+        return int(short[1]) * {"h": 1, "d": 24, "w": 168}[short[2]]
+    full = re.fullmatch(r"(\d+)h(\d+)m(\d+)s", text)
+    if full:
+        return int(full[1]) + int(full[2]) / 60 + int(full[3]) / 3600
+    return None

@@ -17,6 +17,7 @@ from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
 from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.influx.points import PRECISION
+from energymon_pipeline.settings import retention_hours
 
 # InfluxDB's guidance for 1.x is batches of about 5000 points; a spooled batch larger than that
 # goes out in several requests (re-sending all of them after a failure is harmless).
@@ -132,21 +133,6 @@ def _connection_reason(error: requests.exceptions.RequestException) -> str:
     if "Network is unreachable" in text or "No route to host" in text:
         return "network unreachable"
     return "connection failed"
-
-
-def _hours(duration: str) -> float | None:
-    """Hours of an InfluxQL duration as written (90d, 12w, 2160h) or as InfluxDB reports it
-    (2160h0m0s); None when it is not one of those forms."""
-    import re
-
-    text = duration.strip()
-    short = re.fullmatch(r"(\d+)([hdw])", text)
-    if short:
-        return int(short[1]) * {"h": 1, "d": 24, "w": 168}[short[2]]
-    full = re.fullmatch(r"(\d+)h(\d+)m(\d+)s", text)
-    if full:
-        return int(full[1]) + int(full[2]) / 60 + int(full[3]) / 3600
-    return None
 
 
 class InfluxWriter:
@@ -273,7 +259,7 @@ class InfluxWriter:
             existing = {
                 p["name"]: p["duration"] for p in self._client.get_list_retention_policies(database)
             }
-            if name in existing and _hours(existing[name]) == _hours(duration):
+            if name in existing and retention_hours(existing[name]) == retention_hours(duration):
                 return
             if name not in existing:
                 self._client.create_retention_policy(

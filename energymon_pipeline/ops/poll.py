@@ -7,7 +7,7 @@ would multiply event-log rows by the meter count every minute.
 import asyncio
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -51,7 +51,6 @@ class PollPlan:
     sample_times: list[float]
     dry_run: bool
     read_concurrency: int
-    problems: list[str] = field(default_factory=list)
 
 
 def sample_times(seconds: list[int], minute: datetime, now: float) -> list[float]:
@@ -88,7 +87,6 @@ def load_definitions(
         sample_times=sample_times(config.sample_seconds, minute, now),
         dry_run=config.dry_run,
         read_concurrency=config.read_concurrency,
-        problems=definitions.problems,
     )
     context.add_output_metadata(
         {

@@ -13,7 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from energymon_pipeline.influx.points import reading_lines, spool_health_line
-from energymon_pipeline.influx.spool import FlushResult, SpoolBusy, SpoolStatus
+from energymon_pipeline.influx.spool import FlushResult, SpoolBusy
 from energymon_pipeline.influx.writer import InfluxError
 from energymon_pipeline.modbus.reader import MeterResult
 from energymon_pipeline.ops.poll import PollPlan, ReadingsFrame, meter_table
@@ -64,53 +64,40 @@ def write_readings(
             spool.append(health)
         else:
             spool.append(readings_lines + health)
-    flushed = _flush_raw(influx, raw_spool) if influx.raw_retention else None
+    queues = [raw_spool, spool] if influx.raw_retention else [spool]
+    outcomes = [_flush_raw(influx, raw_spool)] if influx.raw_retention else []
     with influx.writer() as writer:
-        default = spool.flush(writer)
-        status = spool.status()
-        if default.ok:
+        outcomes.append(spool.flush(writer))
+        statuses = [queue.status() for queue in queues]
+        batches = sum(st.batches for st in statuses)
+        points = sum(st.points for st in statuses)
+        if all(outcome.ok for outcome in outcomes):
             # The backlog point goes straight out: it describes the spool, it is not data.
             try:
                 backlog = spool_health_line(
-                    time=now, batches=status.batches, points=status.points, bytes_=status.bytes
-                )
+                    time=now, batches=batches, points=points,
+                    bytes_=sum(st.bytes for st in statuses),
+                )  # fmt: skip
                 writer.write([backlog])
             except Exception as error:  # noqa: BLE001 - a health point must never fail a run
                 context.log.warning(f"spool health point not written: {error}")
-    if flushed is None:
-        flushed = default
-    else:
-        raw_status = raw_spool.status()
-        flushed = FlushResult(
-            sent_batches=flushed.sent_batches + default.sent_batches,
-            sent_points=flushed.sent_points + default.sent_points,
-            remaining_batches=flushed.remaining_batches + default.remaining_batches,
-            error=flushed.error or default.error,
-        )
-        status = SpoolStatus(
-            batches=status.batches + raw_status.batches,
-            points=status.points + raw_status.points,
-            bytes=status.bytes + raw_status.bytes,
-            oldest_age_s=status.oldest_age_s,
-            rejected_batches=status.rejected_batches + raw_status.rejected_batches,
-        )
+    error = next((outcome.error for outcome in outcomes if outcome.error is not None), None)
     metadata.update(
         {
-            "written points": flushed.sent_points,
-            "sent batches": flushed.sent_batches,
-            "spool backlog (batches)": status.batches,
-            "spool backlog (points)": status.points,
+            "written points": sum(outcome.sent_points for outcome in outcomes),
+            "sent batches": sum(outcome.sent_batches for outcome in outcomes),
+            "spool backlog (batches)": batches,
+            "spool backlog (points)": points,
             "influxdb": influx.target().where,
         }
     )
-    if flushed.error is not None:
-        error = flushed.error
+    if error is not None:
         metadata["influxdb error"] = str(error)
         if not _transient(error):
             context.add_output_metadata(metadata)
             raise dg.Failure(
-                description=f"{error} ({status.batches} batch(es) wait in the spool)",
-                metadata={"spool backlog (batches)": status.batches},
+                description=f"{error} ({batches} batch(es) wait in the spool)",
+                metadata={"spool backlog (batches)": batches},
                 allow_retries=False,
             )
         if context.retry_number < WRITE_RETRIES:
@@ -119,8 +106,8 @@ def write_readings(
                 max_retries=WRITE_RETRIES, seconds_to_wait=RETRY_DELAY_S
             ) from None
         context.log.warning(
-            f"{error}; the readings wait in the spool ({status.batches} batch(es), "
-            f"{status.points} point(s)) and are sent first when InfluxDB answers"
+            f"{error}; the readings wait in the spool ({batches} batch(es), "
+            f"{points} point(s)) and are sent first when InfluxDB answers"
         )
     context.add_output_metadata(metadata)
     _fail_if_every_meter_failed(results)

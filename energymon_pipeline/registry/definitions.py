@@ -90,6 +90,29 @@ def meter_spec(row: dict[str, Any], specs: Iterable[RegisterSpec]) -> MeterSpec:
 DEFAULT_GROUP = "default"
 
 
+def _reasons(problems) -> str:
+    return "; ".join(message for _, message in problems)
+
+
+def _specs_by_type(
+    register_rows: Iterable[dict[str, Any]], problems: list[str] | None = None
+) -> dict[str, list[RegisterSpec]]:
+    """Valid register rows as RegisterSpecs per meter type; each invalid row is skipped and,
+    when `problems` is given, reported there."""
+    by_type: dict[str, list[RegisterSpec]] = defaultdict(list)
+    for row in register_rows:
+        clean, row_problems = check_register(row)
+        if row_problems:
+            if problems is not None:
+                problems.append(
+                    f"register row id {row.get('id')} (type {row['type']!r}, "
+                    f"{row['measurement_name']!r}): skipped: {_reasons(row_problems)}"
+                )
+            continue
+        by_type[row["type"]].append(register_spec({**clean, "id": row.get("id")}))
+    return by_type
+
+
 def load_definitions(
     engine: Engine,
     meter_ids: Iterable[int] | None = None,
@@ -130,23 +153,11 @@ def load_definitions(
         missing = sorted(set(wanted) - {m["id"] for m in meter_rows})
         result.problems.extend(f"meter {m}: does not exist" for m in missing)
 
-    by_type: dict[str, list[RegisterSpec]] = defaultdict(list)
-    for row in register_rows:
-        clean, problems = check_register(row)
-        if problems:
-            reasons = "; ".join(message for _, message in problems)
-            result.problems.append(
-                f"register row id {row.get('id')} (type {row['type']!r}, "
-                f"{row['measurement_name']!r}): skipped: {reasons}"
-            )
-            continue
-        by_type[row["type"]].append(register_spec({**clean, "id": row.get("id")}))
-
+    by_type = _specs_by_type(register_rows, result.problems)
     for row in meter_rows:
         _, problems = check_meter(row)
         if problems:
-            reasons = "; ".join(message for _, message in problems)
-            result.problems.append(f"meter {row['id']}: skipped: {reasons}")
+            result.problems.append(f"meter {row['id']}: skipped: {_reasons(problems)}")
             continue
         specs = by_type.get(row["type"], [])
         if not specs:
@@ -167,13 +178,8 @@ def load_meter(engine: Engine, meter_id: int) -> MeterSpec:
     row = queries.get_meter(engine, meter_id)
     _, problems = check_meter(row)
     if problems:
-        reasons = "; ".join(message for _, message in problems)
-        raise RegistryError(f"meter {meter_id}: {reasons}")
-    specs = []
-    for register in queries.list_registers(engine, row["type"]):
-        clean, register_problems = check_register(register)
-        if not register_problems:
-            specs.append(register_spec({**clean, "id": register.get("id")}))
+        raise RegistryError(f"meter {meter_id}: {_reasons(problems)}")
+    specs = _specs_by_type(queries.list_registers(engine, row["type"])).get(row["type"], [])
     try:
         return meter_spec(row, specs)
     except ValueError as error:
