@@ -2,9 +2,9 @@
 
 - `OursCycle`: the real poll path, the library calls the Dagster ops make, in their order:
   plan + read + decode (`read_meters`), validate (`readings.validate`), line protocol
-  (`reading_lines` plus one `energymon_poll` health point per meter, as the write op adds),
-  spool append + flush to InfluxDB, and the `energymon_spool` backlog point (the write op's
-  default path; with INFLUXDB_RAW_RETENTION set it adds a second spool and write).
+  (`encode_readings` plus one `energymon_poll` health point per meter, as the write op adds),
+  then `WritePath` append + flush to InfluxDB with the `energymon_spool` backlog point (the
+  write op's own calls, on its default path; INFLUXDB_RAW_RETENTION would add a second spool).
 - `OriginalCycle`: the 2020 system's method, reimplemented small and faithfully: one Modbus
   request per register, at most 10 meters in flight (a 10-thread pool, one job per meter, the
   synchronous pymodbus client), each value decoded on its own with `struct`, and each meter's
@@ -30,9 +30,9 @@ from influxdb import InfluxDBClient
 from pymodbus.client import AsyncModbusTcpClient, ModbusTcpClient
 
 from energymon_pipeline import readings
-from energymon_pipeline.influx.points import reading_lines, spool_health_line
-from energymon_pipeline.influx.spool import Spool
-from energymon_pipeline.influx.writer import InfluxTarget, InfluxWriter
+from energymon_pipeline.influx.points import encode_readings
+from energymon_pipeline.influx.write_path import WritePath
+from energymon_pipeline.influx.writer import InfluxTarget
 from energymon_pipeline.modbus.plan import plan_requests
 from energymon_pipeline.modbus.reader import read_meters
 from energymon_pipeline.modbus.types import DataType, FunctionCode, MeterSpec, Order
@@ -86,25 +86,14 @@ class OursCycle:
         frame = validated.frame
         clock.stage("validate")
         now = datetime.now(UTC)
-        lines = reading_lines(frame) + readings.health_lines(results, frame, now)
+        encoded = encode_readings(frame)
+        counts = readings.meter_counts(encoded.written, validated.dropped + encoded.dropped)
+        health = readings.health_lines(results, counts, now)
         clock.stage("lines")
-        spool = Spool(self.spool_dir, SPOOL_MAX_BYTES, SPOOL_MAX_AGE_S)
-        spool.append(lines)
+        path = WritePath(self.target, self.spool_dir, SPOOL_MAX_BYTES, SPOOL_MAX_AGE_S)
+        path.append(encoded.lines, health)
         clock.stage("spool")
-        with InfluxWriter(self.target) as writer:
-            flushed = spool.flush(writer)
-            status = spool.status()
-            if flushed.ok:
-                writer.write(
-                    [
-                        spool_health_line(
-                            time=now,
-                            batches=status.batches,
-                            points=status.points,
-                            bytes_=status.bytes,
-                        )
-                    ]
-                )
+        flushed = path.flush(now)  # the write op's call: batches, then the backlog point
         clock.stage("write")
         errors = Counter(e for r in results for e in r.errors)
         return clock.result(

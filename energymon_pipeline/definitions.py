@@ -29,7 +29,8 @@ from energymon_pipeline.sensors import build_new_meter_sensor
 
 
 def _secret(env: Mapping[str, str], name: str | None):
-    """A password as dg.EnvVar (kept out of the UI and run config) when it is set."""
+    """A secret (a password, a URL holding one) as dg.EnvVar when it is set: the UI, the run
+    config and the run history show the variable's name, never its value."""
     if name and env.get(name):
         return dg.EnvVar(name)
     return None
@@ -69,7 +70,9 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
         resources={
             # Outputs stay in memory: a poll run every minute writes no pickles to disk.
             "io_manager": dg.mem_io_manager,
-            "registry": RegistryResource(database_url=env.get("ENERGYMON_DATABASE_URL", "")),
+            "registry": RegistryResource(
+                database_url=_secret(env, "ENERGYMON_DATABASE_URL") or ""
+            ),
             "influx": InfluxResource(
                 host=influx.host,
                 port=influx.port,

@@ -23,7 +23,8 @@ POLL_JOB = "poll_meters_job"
 def poll_meters_job() -> None:
     plan = load_definitions()
     results = read_meters(plan)
-    write_readings(plan, results, validate_readings(results))
+    frame, dropped = validate_readings(results)
+    write_readings(plan, results, frame, dropped)
 
 
 @dg.job(

@@ -6,23 +6,21 @@ objects that do the work, so the library layers stay free of dagster.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 from sqlalchemy.engine import Engine
 
-from energymon_pipeline.influx.spool import Spool
+from energymon_pipeline.influx.write_path import RAW_RETENTION_POLICY, WritePath
 from energymon_pipeline.influx.writer import InfluxTarget, InfluxWriter
 from energymon_pipeline.registry import db
 
 _ENGINES: dict[str, Engine] = {}
-_ENSURED_POLICIES: set[tuple] = set()
-RAW_RETENTION_POLICY = "energymon_raw"
 
 
 class RegistryResource(dg.ConfigurableResource):
     """The meter/register registry. Empty `database_url` means the environment's choice
-    (ENERGYMON_DATABASE_URL, POSTGRES_*, or the embedded SQLite file)."""
+    (POSTGRES_*, or the embedded SQLite file). A URL usually holds a password: definitions.py
+    passes ENERGYMON_DATABASE_URL as a `dg.EnvVar`, so the UI and the run history show the
+    variable's name, never its value."""
 
     database_url: str = ""
 
@@ -64,26 +62,17 @@ class InfluxResource(dg.ConfigurableResource):
     def writer(self) -> InfluxWriter:
         return InfluxWriter(self.target())
 
-    def spool(self) -> Spool:
-        return Spool(Path(self.spool_dir), self.spool_max_bytes, self.spool_max_age_s)
+    def write_path(self) -> WritePath:
+        """The spool(s) in front of this database (see influx/write_path.py)."""
+        return WritePath(
+            self.target(),
+            self.spool_dir,
+            self.spool_max_bytes,
+            self.spool_max_age_s,
+            self.raw_retention or None,
+        )
 
     @property
     def raw_policy(self) -> str | None:
         """The retention policy raw readings are written to (None: the default policy)."""
         return RAW_RETENTION_POLICY if self.raw_retention else None
-
-    def raw_writer(self) -> InfluxWriter:
-        """The writer for raw readings; creates or updates their retention policy once per
-        process ("created on start")."""
-        writer = InfluxWriter(self.target(self.raw_policy))
-        key = (self.host, self.port, self.database, self.raw_retention)
-        if self.raw_retention and key not in _ENSURED_POLICIES:
-            writer.ensure_retention_policy(RAW_RETENTION_POLICY, self.raw_retention)
-            _ENSURED_POLICIES.add(key)
-        return writer
-
-    def raw_spool(self) -> Spool:
-        """Raw readings bound for their own retention policy queue in a folder of their own."""
-        if not self.raw_retention:
-            return self.spool()
-        return Spool(Path(self.spool_dir) / "raw", self.spool_max_bytes, self.spool_max_age_s)

@@ -46,10 +46,39 @@ def data_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("ENERGYMON_DATA_DIR", "").strip() or DEFAULT_DATA_DIR)
 
 
+SUPPORTED_DATABASES = (
+    "postgresql://user:password@host:5432/database (PostgreSQL through psycopg2; "
+    "postgres:// and postgresql+psycopg2:// mean the same) or sqlite:///path/to/registry.sqlite"
+)
+
+
+def registry_url(text: str, variable: str = "ENERGYMON_DATABASE_URL") -> URL:
+    """A registry URL as typed by a user, made usable: `postgresql://` and `postgres://` use
+    psycopg2 (the driver energymon ships; SQLAlchemy 2.1 would pick psycopg 3). Any other
+    scheme is refused with one line; the password is never echoed."""
+    try:
+        url = make_url(text.strip())
+    except ArgumentError:
+        scheme = text.strip().partition("://")[0] if "://" in text else ""
+        shown = f"the scheme {scheme!r}" if scheme else "no scheme://"
+        raise SettingsError(
+            f"{variable} is not a database URL ({shown}); allowed: {SUPPORTED_DATABASES}"
+        ) from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend in ("postgresql", "postgres") and driver in ("", "psycopg2"):
+        return url.set(drivername="postgresql+psycopg2")
+    if backend == "sqlite" and driver in ("", "pysqlite"):
+        return url.set(drivername="sqlite")
+    raise SettingsError(
+        f"{variable} uses the scheme {url.drivername!r}, which energymon cannot use; "
+        f"allowed: {SUPPORTED_DATABASES}"
+    )
+
+
 def database_url(env: Mapping[str, str] | None = None) -> URL:
     """Where the meter/register registry lives.
 
-    1. ENERGYMON_DATABASE_URL (any SQLAlchemy URL), else
+    1. ENERGYMON_DATABASE_URL (see `registry_url`), else
     2. PostgreSQL from the original POSTGRES_HOST/PORT/USER/PASSWORD/DB when POSTGRES_HOST is
        set, else
     3. an SQLite file in the local data folder (the embedded default).
@@ -57,14 +86,7 @@ def database_url(env: Mapping[str, str] | None = None) -> URL:
     env = os.environ if env is None else env
     explicit = env.get("ENERGYMON_DATABASE_URL", "").strip()
     if explicit:
-        try:
-            return make_url(explicit)
-        except ArgumentError:
-            raise SettingsError(
-                f"ENERGYMON_DATABASE_URL={explicit!r} is not a database URL; allowed: an "
-                "SQLAlchemy URL such as postgresql+psycopg2://user:pass@host:5432/db "
-                "or sqlite:///path/to/registry.sqlite"
-            ) from None
+        return registry_url(explicit)
     host = env.get("POSTGRES_HOST", "").strip()
     if host:
         return URL.create(

@@ -37,7 +37,9 @@ def point_meter_0(env, port: int, timeout_s: float = 3.0) -> None:
 
 def check(env, meter_id: int = 0) -> dg.ExecuteInProcessResult:
     job = build_definitions(env).resolve_job_def("connectivity_check_job")
-    with dg.instance_for_test() as instance:
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+        # The registry URL reaches the resource as dg.EnvVar, read from the process.
+        patch.setenv("ENERGYMON_DATABASE_URL", env["ENERGYMON_DATABASE_URL"])
         return job.execute_in_process(
             run_config={"ops": {"check_meter_connectivity": {"config": {"meter_id": meter_id}}}},
             instance=instance,

@@ -4,11 +4,13 @@ served, with the original point shape; nothing is lost while InfluxDB is down.""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from energymon_pipeline.definitions import build_definitions
 from energymon_pipeline.modbus.decode import encode_value
@@ -55,13 +57,19 @@ def stack(registry_url, modbus_server, influxd, influx_db, tmp_path):
     engine.dispose()
 
 
-def run_poll(stack, **config) -> dg.ExecuteInProcessResult:
+def run_poll(stack, logs: list | None = None, **config) -> dg.ExecuteInProcessResult:
+    """One poll run; with `logs`, the run's event log entries are added to it."""
     job = build_definitions(stack["env"]).resolve_job_def("poll_meters_job")
     run_config = {"ops": {"load_definitions": {"config": config}}} if config else None
-    with dg.instance_for_test() as instance:
-        return job.execute_in_process(
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+        # The registry URL reaches the resource as dg.EnvVar, read from the process.
+        patch.setenv("ENERGYMON_DATABASE_URL", stack["env"]["ENERGYMON_DATABASE_URL"])
+        result = job.execute_in_process(
             run_config=run_config, instance=instance, raise_on_error=False
         )
+        if logs is not None:
+            logs.extend(instance.all_logs(result.run_id))
+        return result
 
 
 def output_metadata(result: dg.ExecuteInProcessResult, step: str) -> dict:
@@ -163,20 +171,65 @@ def test_nan_is_dropped_and_counted_never_written(stack):
         r.data["meter"]: r.data for r in output_metadata(result, "write_readings")["meters"].records
     }
     assert table[1]["values"] == 25
+    # A meter that lost values is not ok, and says why (not ok=true with 0 errors).
+    assert (table[1]["ok"], table[1]["dropped"]) == (False, 2)
+    assert table[1]["error"] == (
+        "dropped 1 value(s): above max_value; dropped 1 value(s): not finite"
+    )
+    assert table[0]["ok"] is True
+    [health] = query(stack, 'SELECT * FROM "energymon_poll" WHERE "id" = \'1\'')
+    assert (health["ok"], health["values"], health["dropped"], health["errors"]) == (
+        False, 25, 2, 2
+    )  # fmt: skip
+
+
+def test_poison_rows_cost_only_themselves(stack):
+    # Rows written past validation (the original system, a SQL client): a meter whose
+    # description holds a line break, a register whose name starts with '#'. Before, either
+    # made write_readings fail every run, and no meter's data was written.
+    with stack["engine"].begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO energy_meters (id, host, port, slave_address, type, description) "
+                "VALUES (2, '127.0.0.1', :port, 1, 'sdm630', :description)"
+            ),
+            {"port": stack["server"].port, "description": "hall\nB"},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO registers (type, register_address, measurement_name, data_type, "
+                "function_code, word_order, byte_order) VALUES ('sdm630', 100, '#x', 3, 4, 2, 2)"
+            )
+        )
+    result = run_poll(stack)
+    assert result.success
+    skipped = output_metadata(result, "load_definitions")["skipped rows"].value
+    assert "meter 2: skipped: description 'hall\\nB' contains a line break" in skipped
+    assert "'#x'): skipped: measurement_name '#x' starts with '#'" in skipped
+    assert {r["id"] for r in query(stack, 'SELECT * FROM "value0"')} == {"1"}
+    assert len(query(stack, "SELECT * FROM /^value/")) == len(SDM630_ADDRESSES)
+    assert len(query(stack, 'SELECT * FROM "test_measurement"')) == 1
 
 
 def test_nothing_is_lost_while_influxdb_is_down(stack):
     influxd = stack["influxd"]
     influxd.stop()
     try:
-        first = run_poll(stack)
+        logs: list = []
+        first = run_poll(stack, logs=logs)
         assert first.success, "polling goes on while InfluxDB is down"
         metadata = output_metadata(first, "write_readings")
-        assert metadata["spool backlog (batches)"].value == 1
-        assert (
-            "InfluxDB" in metadata["influxdb error"].value
-            or "influx" in metadata["influxdb error"].value.lower()
-        )
+        # The run's batch, then its energymon_spool point, spooled to follow the backlog.
+        assert metadata["spool backlog (batches)"].value == 2
+        assert "is unreachable" in metadata["influxdb error"].value
+        # One warning line for the outage: no retry with a stack trace, no error event.
+        outage = [r for r in logs if r.level >= logging.WARNING and r.step_key == "write_readings"]
+        assert [r.user_message for r in outage if "unreachable" in r.user_message] == [
+            outage[0].user_message
+        ]
+        assert outage[0].level == logging.WARNING
+        assert not [r for r in logs if r.dagster_event and r.dagster_event.event_specific_data
+                    and getattr(r.dagster_event.event_specific_data, "error", None)]  # fmt: skip
     finally:
         influxd.start()
     time.sleep(0.01)
@@ -187,6 +240,9 @@ def test_nothing_is_lost_while_influxdb_is_down(stack):
     assert len(points) == 2, "both runs' readings, each exactly once"
     assert points[0]["time"] < points[1]["time"]
     assert len(query(stack, 'SELECT * FROM "test_measurement"')) == 2
+    # The outage is on record: the first run's backlog point arrived with the backlog.
+    backlog = query(stack, 'SELECT "batches", "lost_points" FROM "energymon_spool"')
+    assert [(p["batches"], p["lost_points"]) for p in backlog] == [(1, 0), (0, 0)]
 
 
 def test_definitions_load():

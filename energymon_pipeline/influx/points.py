@@ -11,15 +11,18 @@ the writer sends as the `precision` parameter, so the two cannot disagree. Sub-m
 parts are truncated.
 
 NaN and infinite values are never written: validation drops them earlier, and this module
-skips any that get through (with a warning), because InfluxDB cannot store them and a
-dashboard would read a substitute as a real value.
+skips any that get through (counted against their meter), because InfluxDB cannot store them
+and a dashboard would read a substitute as a real value. Text that line protocol cannot hold
+(a registry row written past validation) costs only the values that carry it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -120,75 +123,109 @@ def _float_text(value: float) -> str:
     return repr(float(value))
 
 
-def reading_lines(readings: pd.DataFrame) -> list[str]:
-    """One line per reading row, in row order.
+@dataclass
+class EncodedReadings:
+    """Line protocol for a readings frame, and what could not be encoded."""
+
+    lines: list[str]
+    #: Values left out, per (meter id, reason): not finite, or text line protocol cannot hold.
+    dropped: Counter = field(default_factory=Counter)
+    #: Lines per meter id.
+    written: Counter = field(default_factory=Counter)
+
+
+def encode_readings(readings: pd.DataFrame) -> EncodedReadings:
+    """One line per reading row, in row order; a row that cannot be expressed costs only
+    itself.
 
     `readings` has the columns in `READING_COLUMNS`: `time` timezone-aware, `meter_id` int,
     `description`, `meter_type`, `unit` text or None, `measurement` text, `value` float.
-    Rows whose value is NaN or infinite are skipped with a warning.
+    Rows whose value is NaN or infinite, or whose measurement name or tags line protocol
+    cannot hold (a line break, a leading `#`: a registry row written past validation), are
+    left out and counted against their meter, with one warning per meter and reason. A frame
+    without the columns or with naive timestamps is a bug upstream and raises PointError.
     """
     missing = [column for column in READING_COLUMNS if column not in readings.columns]
     if missing:
         raise PointError(f"readings lack the column(s) {', '.join(missing)}")
+    dropped: Counter = Counter()
+    written: Counter = Counter()
     if readings.empty:
-        return []
+        return EncodedReadings([], dropped, written)
     times = readings["time"]
     if not isinstance(times.dtype, pd.DatetimeTZDtype):
         raise PointError(f"readings column 'time' must be timezone-aware (UTC), not {times.dtype}")
     values = readings["value"].to_numpy(dtype=float, na_value=np.nan)
-    finite = np.isfinite(values)
-    if not finite.all():
-        skipped = int((~finite).sum())
-        log.warning("skipped %d reading(s) whose value is NaN or infinite", skipped)
-        readings = readings.loc[finite]
-        values = values[finite]
+    keep = np.isfinite(values) & times.notna().to_numpy()
+    meter_ids = readings["meter_id"].tolist()
+    if not keep.all():
+        for index in np.flatnonzero(~keep):
+            reason = "not finite" if not np.isfinite(values[index]) else "no timestamp"
+            dropped[(meter_ids[index], reason)] += 1
+        readings = readings.loc[keep]
+        values = values[keep]
+        meter_ids = readings["meter_id"].tolist()
         times = readings["time"]
-    if times.isna().any():
-        raise PointError("readings column 'time' has missing timestamps")
     stamps = ((times - _EPOCH) // _ONE_MS).astype("int64").tolist()
 
-    measurements: dict[object, str] = {}
-    measurement_text = []
-    for name in readings["measurement"].tolist():
-        text = measurements.get(name)
-        if text is None:
-            text = measurements[name] = escape_measurement(name)
-        measurement_text.append(text)
-
-    # Tag keys sort as dataunit < description < id < type, so a point's tag set is its unit's
-    # part followed by its meter's part: escape each distinct unit and each meter once (a few
-    # units and one entry per meter, not one per meter and unit).
-    unit_tags: dict[Hashable, str] = {}
-    meter_tags: dict[tuple[Hashable, ...], str] = {}
-    tag_text = []
-    for unit, description, meter_id, meter_type in zip(
+    # Each distinct measurement, unit and meter is escaped once (a few units and one entry per
+    # meter, not one per value). Tag keys sort as dataunit < description < id < type, so a
+    # point's tag set is its unit's part followed by its meter's part. A text that cannot be
+    # encoded is remembered as its PointError.
+    measurements: dict[object, str | PointError] = {}
+    unit_tags: dict[Hashable, str | PointError] = {}
+    meter_tags: dict[tuple[Hashable, ...], str | PointError] = {}
+    lines = []
+    for name, unit, description, meter_id, meter_type, value, stamp in zip(
+        readings["measurement"].tolist(),
         readings["unit"].tolist(),
         readings["description"].tolist(),
-        readings["meter_id"].tolist(),
+        meter_ids,
         readings["meter_type"].tolist(),
+        values.tolist(),
+        stamps,
         strict=True,
     ):
+        measurement = measurements.get(name)
+        if measurement is None:
+            measurement = measurements[name] = _encoded(escape_measurement, name)
         unit_text = unit_tags.get(unit)
         if unit_text is None:
-            unit_text = unit_tags[unit] = tag_set({"dataunit": unit})
+            unit_text = unit_tags[unit] = _encoded(tag_set, {"dataunit": unit})
         meter_key = (description, meter_id, meter_type)
         meter_text = meter_tags.get(meter_key)
         if meter_text is None:
-            meter_text = meter_tags[meter_key] = tag_set(
+            meter_text = meter_tags[meter_key] = _encoded(
+                tag_set,
                 {
                     "description": description,
                     "id": None if not _present(meter_id) else int(meter_id),
                     "type": meter_type,
-                }
+                },
             )
-        tag_text.append(unit_text + meter_text)
-
-    return [
-        f"{measurement}{tags} {FIELD}={value!r} {stamp}"
-        for measurement, tags, value, stamp in zip(
-            measurement_text, tag_text, values.tolist(), stamps, strict=True
+        problem = next(
+            (p for p in (measurement, unit_text, meter_text) if isinstance(p, PointError)), None
         )
-    ]
+        if problem is not None:
+            dropped[(meter_id, str(problem))] += 1
+            continue
+        lines.append(f"{measurement}{unit_text}{meter_text} {FIELD}={value!r} {stamp}")
+        written[meter_id] += 1
+    for (meter_id, reason), count in sorted(dropped.items(), key=str):
+        log.warning("meter %s: %d value(s) not written: %s", meter_id, count, reason)
+    return EncodedReadings(lines, dropped, written)
+
+
+def _encoded(encode, value) -> str | PointError:
+    try:
+        return encode(value)
+    except PointError as error:
+        return error
+
+
+def reading_lines(readings: pd.DataFrame) -> list[str]:
+    """The lines of `encode_readings`, for callers that only count what was written."""
+    return encode_readings(readings).lines
 
 
 def poll_health_line(
@@ -202,19 +239,26 @@ def poll_health_line(
     requests: int,
     values: int,
     errors: int,
+    dropped: int = 0,
 ) -> str:
     """One `energymon_poll` point: how polling one meter went in one run.
 
     Field types stay fixed (InfluxDB refuses a field whose type changes within a shard):
-    `ok` boolean, `latency_ms` float (left out when unknown), `requests`, `values` and
-    `errors` integers.
+    `ok` boolean, `latency_ms` float (left out when unknown), `requests`, `values` (written),
+    `dropped` (read but not written: not finite, out of range, unencodable) and `errors`
+    integers.
     """
     fields = [f"ok={'true' if ok else 'false'}"]
     if latency_ms is not None:
         if not math.isfinite(latency_ms):
             raise PointError(f"latency_ms {latency_ms!r} of meter {meter_id} is not finite")
         fields.append(f"latency_ms={_float_text(latency_ms)}")
-    fields += [f"requests={int(requests)}i", f"values={int(values)}i", f"errors={int(errors)}i"]
+    fields += [
+        f"requests={int(requests)}i",
+        f"values={int(values)}i",
+        f"dropped={int(dropped)}i",
+        f"errors={int(errors)}i",
+    ]
     tags = tag_set({"description": description, "id": meter_id, "type": meter_type})
     return f"{POLL_MEASUREMENT}{tags} {','.join(fields)} {timestamp_ms(time)}"
 
@@ -222,10 +266,25 @@ def poll_health_line(
 SPOOL_MEASUREMENT = "energymon_spool"
 
 
-def spool_health_line(*, time: datetime, batches: int, points: int, bytes_: int) -> str:
+def spool_health_line(
+    *,
+    time: datetime,
+    batches: int,
+    points: int,
+    bytes_: int,
+    lost_batches: int = 0,
+    lost_points: int = 0,
+    rejected_batches: int = 0,
+) -> str:
     """One `energymon_spool` point: the write-ahead backlog after a poll run's flush, for the
-    pipeline health dashboard (a growing backlog means InfluxDB is not taking writes)."""
-    fields = f"batches={int(batches)}i,points={int(points)}i,bytes={int(bytes_)}i"
+    pipeline health dashboard (a growing backlog means InfluxDB is not taking writes), and
+    what the run lost: batches the spool's bounds deleted unsent (`lost_*`) and batches set
+    aside in rejected/ (`rejected_batches`). All integers."""
+    fields = (
+        f"batches={int(batches)}i,points={int(points)}i,bytes={int(bytes_)}i,"
+        f"lost_batches={int(lost_batches)}i,lost_points={int(lost_points)}i,"
+        f"rejected_batches={int(rejected_batches)}i"
+    )
     return f"{SPOOL_MEASUREMENT} {fields} {timestamp_ms(time)}"
 
 

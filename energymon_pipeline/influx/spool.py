@@ -9,12 +9,15 @@ point written twice with the same series and time is stored once.
 
 Layout: `<seq>-<created_ms>-<points>.lp` files (line protocol, one point per line). `seq` is one
 more than the highest sequence number in the folder, so the order survives restarts; files are
-sent oldest `seq` first. `rejected/` holds batches InfluxDB refused as bad requests (400): they
-would fail the same way forever and must not block the batches behind them.
+sent oldest `seq` first. `rejected/` holds batches that can never be sent: refused by InfluxDB
+as bad requests (400), or unreadable (not UTF-8 text, say after a disk fault). They would fail
+the same way forever and must not block the batches behind them.
 
 Bounds: the pending batches are kept under `max_bytes` in total and younger than `max_age_s`;
-beyond that the oldest go first, with one ERROR log line per clean-up saying how much was lost.
-The newest batch is never dropped for size, even when it alone exceeds `max_bytes`.
+beyond that the oldest go first, with one ERROR log line per clean-up saying how much was lost,
+and a `SpoolLoss` in `Spool.losses` for the caller to report (a run's event log, the
+`energymon_spool` health point). The newest batch is never dropped for size, even when it
+alone exceeds `max_bytes`.
 
 Two processes may use one folder (a poll run and `energymon spool flush`): `.lock` (held
 briefly, for appends, removals and clean-ups) and `.flush.lock` (held while a flush drains the
@@ -95,17 +98,38 @@ class _Pending:
 @dataclass(frozen=True)
 class FlushResult:
     """What one flush did. `error` is why it stopped early (InfluxDB unreachable, a lock held
-    by another flusher); the batches it did not send stay spooled, in order."""
+    by another flusher); the batches it did not send stay spooled, in order. `rejected` says,
+    one line each, which batches were moved to rejected/ and why."""
 
     sent_batches: int
     sent_points: int
     remaining_batches: int
     error: EnergymonError | None = None
-    rejected_batches: int = 0
+    rejected: tuple[str, ...] = ()
+
+    @property
+    def rejected_batches(self) -> int:
+        return len(self.rejected)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True)
+class SpoolLoss:
+    """Batches a bounds clean-up deleted unsent: data that will never reach InfluxDB."""
+
+    batches: int
+    points: int
+    bytes: int
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"dropped {_plural(self.batches, 'batch')}, oldest first ({self.points} points, "
+            f"{self.bytes} bytes), never to be written to InfluxDB: {self.reason}"
+        )
 
 
 @dataclass(frozen=True)
@@ -123,6 +147,21 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _read_lines(path: Path) -> list[str]:
+    """A batch file's lines. Split on "\\n" only: str.splitlines would also split inside tag
+    values holding characters such as U+2028."""
+    lines = path.read_bytes().decode("utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _unreadable(error: Exception) -> str:
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text: {error.reason} at byte {error.start}"
+    return str(getattr(error, "strerror", None) or error)
 
 
 def _plural(count: int, word: str) -> str:
@@ -148,6 +187,8 @@ class Spool:
         self.max_age_s = float(max_age_s)
         self.lock_timeout_s = float(lock_timeout_s)
         self._clock = clock
+        #: What this object's bounds clean-ups deleted unsent, for the caller to report.
+        self.losses: list[SpoolLoss] = []
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -294,18 +335,18 @@ class Spool:
             reasons.append(
                 f"{_plural(len(too_big), 'batch')} over max_bytes={self.max_bytes} in total"
             )
-        log.error(
-            "spool %s: dropped %s, oldest first (%d points, %d bytes), never to be written to "
-            "InfluxDB: %s",
-            self.path,
-            _plural(len(dropped), "batch"),
-            sum(item.batch.points for item in dropped),
-            sum(item.size for item in dropped),
-            "; ".join(reasons),
+        loss = SpoolLoss(
+            batches=len(dropped),
+            points=sum(item.batch.points for item in dropped),
+            bytes=sum(item.size for item in dropped),
+            reason="; ".join(reasons),
         )
+        self.losses.append(loss)
+        log.error("spool %s: %s", self.path, loss)
 
-    def _quarantine(self, item: _Pending, error: EnergymonError) -> None:
-        """Moves a batch InfluxDB refused to rejected/; called under `.lock`."""
+    def _quarantine(self, item: _Pending, why: str) -> str | None:
+        """Moves a batch that can never be sent to rejected/; called under `.lock`. Returns the
+        line saying so (None when the batch was gone already)."""
         self.rejected_path.mkdir(exist_ok=True)
         target = self.rejected_path / item.path.name
         if target.exists():
@@ -313,18 +354,15 @@ class Spool:
         try:
             os.rename(item.path, target)
         except FileNotFoundError:  # dropped by a bounds clean-up meanwhile
-            return
+            return None
         _fsync_dir(self.rejected_path)
         _fsync_dir(self.path)
-        log.error(
-            "spool %s: InfluxDB rejected batch %s (%d points) as a bad request; moved it to %s "
-            "and will not retry it: %s",
-            self.path,
-            item.batch.seq,
-            item.batch.points,
-            target,
-            error,
+        message = (
+            f"spool {self.path}: batch {item.path.name} {why}; moved it to {target} and will "
+            "not retry it"
         )
+        log.error("%s", message)
+        return message
 
     def _acknowledge(self, item: _Pending) -> None:
         with self._locked(_LOCK, "spool"):
@@ -344,36 +382,40 @@ class Spool:
             return FlushResult(0, 0, len(self._pending()), error)
 
     def _flush(self, writer: LineWriter) -> FlushResult:
-        sent_batches = sent_points = rejected = 0
+        sent_batches = sent_points = 0
+        rejected: list[str] = []
+
+        def set_aside(item: _Pending, why: str) -> None:
+            with self._locked(_LOCK, "spool"):
+                message = self._quarantine(item, why)
+            if message is not None:
+                rejected.append(message)
+
         with self._locked(_LOCK, "spool"):
             self._remove_temps()
             self._enforce_bounds(self._pending())
         while pending := self._pending():
             for item in pending:
                 try:
-                    text = item.path.read_text(encoding="utf-8")
+                    lines = _read_lines(item.path)
                 except FileNotFoundError:  # dropped by a bounds clean-up meanwhile
                     continue
-                # Split on "\n" only: str.splitlines would also split inside tag values
-                # holding characters such as U+2028.
-                lines = text.split("\n")
-                if lines and lines[-1] == "":
-                    lines.pop()
+                except (UnicodeDecodeError, OSError) as error:
+                    set_aside(item, f"cannot be read ({_unreadable(error)})")
+                    continue
                 try:
                     writer.write(lines)
                 except InfluxBadRequest as error:
-                    with self._locked(_LOCK, "spool"):
-                        self._quarantine(item, error)
-                    rejected += 1
+                    set_aside(item, f"was refused by InfluxDB as a bad request: {error}")
                     continue
                 except EnergymonError as error:
                     return FlushResult(
-                        sent_batches, sent_points, len(self._pending()), error, rejected
+                        sent_batches, sent_points, len(self._pending()), error, tuple(rejected)
                     )
                 self._acknowledge(item)
                 sent_batches += 1
-                sent_points += item.batch.points
-        return FlushResult(sent_batches, sent_points, 0, None, rejected)
+                sent_points += len(lines)
+        return FlushResult(sent_batches, sent_points, 0, None, tuple(rejected))
 
     def write_through(self, lines: Sequence[str], writer: LineWriter) -> FlushResult:
         """Appends the lines as a batch, then flushes: older batches go out first, and the new

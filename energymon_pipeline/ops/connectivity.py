@@ -44,8 +44,9 @@ def check_meter_connectivity(
         ok=outcome.ok,
         latency_ms=outcome.latency_ms,
     )
-    with influx.writer() as writer:
-        flushed = influx.spool().write_through([point], writer)
+    write_path = influx.write_path()
+    write_path.append([], [point])
+    flushed = write_path.flush()
     if flushed.error is not None:
         context.log.warning(f"connectivity point spooled, not yet written: {flushed.error}")
     metadata = {

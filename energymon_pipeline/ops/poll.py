@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
-import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from energymon_pipeline import readings
@@ -124,35 +123,47 @@ def read_meters(context: dg.OpExecutionContext, plan: PollPlan) -> list[MeterRes
 @dg.op(
     description="Decode results into the validated readings DataFrame; drop and count values "
     "that are not finite or outside the register's min/max.",
-    out=dg.Out(dagster_type=ReadingsFrame),
+    out={
+        "readings": dg.Out(dagster_type=ReadingsFrame),
+        "dropped": dg.Out(dict, description="values dropped, per (meter id, reason)"),
+    },
 )
-def validate_readings(context: dg.OpExecutionContext, results: list[MeterResult]) -> pd.DataFrame:
+def validate_readings(context: dg.OpExecutionContext, results: list[MeterResult]):
     validated = readings.validate(results)
     for (meter_id, reason), count in sorted(validated.dropped.items()):
         context.log.warning(f"meter {meter_id}: dropped {count} value(s): {reason}")
-    context.add_output_metadata({"rows": len(validated.frame), "dropped": validated.dropped_total})
-    return validated.frame
+    context.add_output_metadata(
+        {"rows": len(validated.frame), "dropped": validated.dropped_total},
+        output_name="readings",
+    )
+    return validated.frame, dict(validated.dropped)
 
 
-def meter_table(results: list[MeterResult], frame: pd.DataFrame) -> dg.TableMetadataValue:
-    """The per-meter table every poll run shows in the UI."""
-    written = frame.groupby("meter_id").size().to_dict() if len(frame) else {}
-    records = [
-        dg.TableRecord(
-            {
-                "meter": r.meter.meter_id,
-                "description": r.meter.description or "",
-                "ok": r.ok,
-                "latency_ms": round(r.mean_latency_ms, 1)
-                if r.mean_latency_ms is not None
-                else None,
-                "requests": r.requests,
-                "values": int(written.get(r.meter.meter_id, 0)),
-                "error": r.error or "",
-            }
+def meter_table(
+    results: list[MeterResult], counts: dict[int, readings.MeterCounts]
+) -> dg.TableMetadataValue:
+    """The per-meter table every poll run shows in the UI: `ok` only when every value was
+    read and written; `error` names failed requests and dropped values."""
+    records = []
+    for r in results:
+        count = counts.get(r.meter.meter_id, readings.MeterCounts())
+        errors = [r.error] if r.error else []
+        records.append(
+            dg.TableRecord(
+                {
+                    "meter": r.meter.meter_id,
+                    "description": r.meter.description or "",
+                    "ok": readings.meter_ok(r, count),
+                    "latency_ms": round(r.mean_latency_ms, 1)
+                    if r.mean_latency_ms is not None
+                    else None,
+                    "requests": r.requests,
+                    "values": count.written,
+                    "dropped": count.dropped_total,
+                    "error": "; ".join(errors + count.describe_drops()),
+                }
+            )
         )
-        for r in results
-    ]
     schema = dg.TableSchema(
         columns=[
             dg.TableColumn("meter", "int"),
@@ -161,6 +172,7 @@ def meter_table(results: list[MeterResult], frame: pd.DataFrame) -> dg.TableMeta
             dg.TableColumn("latency_ms", "float"),
             dg.TableColumn("requests", "int"),
             dg.TableColumn("values", "int"),
+            dg.TableColumn("dropped", "int"),
             dg.TableColumn("error", "string"),
         ]
     )

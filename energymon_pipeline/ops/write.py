@@ -1,25 +1,33 @@
 """The last op of a poll run: spool the batch, send it (older batches first), report.
 
+The write path itself (spools, sending, the backlog point) is influx/write_path.py, shared
+with the CLI and the benchmark; this op adds Dagster's part: events, metadata, failure.
+
 The batch is on disk before anything is sent, and leaves the spool only when InfluxDB has
-acknowledged it. When InfluxDB is down the op retries once (a transient blip), then lets the
-run succeed with the readings waiting in the spool: polling goes on and nothing is lost. An
-error that waiting will not fix (wrong password, no right to create the database) fails the
-run with that message; the batch still waits in the spool.
+acknowledged it. When InfluxDB is down the op tries once more after a short pause (a transient
+blip), then lets the run succeed with one warning line and the readings waiting in the spool:
+polling goes on and nothing is lost. An error that waiting will not fix (wrong password, no
+right to create the database) fails the run with that message; the batch still waits in the
+spool. Data the spool's bounds delete unsent, and batches set aside as unsendable, are error
+events and metadata of the run, never only a log line.
 """
 
+import time
+from collections import Counter
 from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
 
-from energymon_pipeline.influx.points import reading_lines, spool_health_line
-from energymon_pipeline.influx.spool import FlushResult, SpoolBusy
-from energymon_pipeline.influx.writer import InfluxError
+from energymon_pipeline.influx.points import encode_readings
+from energymon_pipeline.influx.spool import SpoolBusy
+from energymon_pipeline.influx.write_path import WriteOutcome
 from energymon_pipeline.modbus.reader import MeterResult
 from energymon_pipeline.ops.poll import PollPlan, ReadingsFrame, meter_table
-from energymon_pipeline.readings import health_lines
+from energymon_pipeline.readings import MeterCounts, health_lines, meter_counts, meter_ok
 from energymon_pipeline.resources import InfluxResource
 
+#: Retries of the whole op for failures outside InfluxDB (e.g. a full disk under the spool).
 WRITE_RETRIES = 1
 RETRY_DELAY_S = 3
 
@@ -31,7 +39,6 @@ def _transient(error: Exception) -> bool:
 @dg.op(
     description="Append the readings and health points to the spool, then send every pending "
     "batch to InfluxDB in order.",
-    # Transient failures outside InfluxDB (e.g. a full disk under the spool) are retried too.
     retry_policy=dg.RetryPolicy(max_retries=WRITE_RETRIES, delay=RETRY_DELAY_S),
 )
 def write_readings(
@@ -39,88 +46,83 @@ def write_readings(
     plan: PollPlan,
     results: list[MeterResult],
     readings: ReadingsFrame,
+    dropped: dict,
     influx: InfluxResource,
 ) -> None:
     frame: pd.DataFrame = readings
     now = datetime.now(UTC)
+    encoded = encode_readings(frame)
+    for (meter_id, reason), count in sorted(encoded.dropped.items(), key=str):
+        context.log.warning(f"meter {meter_id}: {count} value(s) not written: {reason}")
+    counts = meter_counts(encoded.written, Counter(dropped) + encoded.dropped)
+    ok = sum(meter_ok(r, counts.get(r.meter.meter_id, MeterCounts())) for r in results)
     metadata: dict[str, object] = {
-        "meters": meter_table(results, frame),
-        "meters ok": sum(r.ok for r in results),
-        "meters failed": sum(not r.ok for r in results),
-        "values": len(frame),
+        "meters": meter_table(results, counts),
+        "meters ok": ok,
+        "meters failed": len(results) - ok,
+        "values": len(encoded.lines),
+        "dropped values": sum(c.dropped_total for c in counts.values()),
     }
     if plan.dry_run:
-        context.log.info(f"dry run: {len(frame)} value(s) validated, nothing written")
+        context.log.info(f"dry run: {len(encoded.lines)} value(s) validated, nothing written")
         context.add_output_metadata({**metadata, "written": 0, "dry run": True})
         _fail_if_every_meter_failed(results)
         return
 
-    spool = influx.spool()
-    raw_spool = influx.raw_spool()
-    readings_lines, health = reading_lines(frame), health_lines(results, frame, now)
-    if context.retry_number == 0:  # a retry must not spool the same batch twice
-        if influx.raw_retention:  # raw readings go to their own retention policy
-            raw_spool.append(readings_lines)
-            spool.append(health)
-        else:
-            spool.append(readings_lines + health)
-    queues = [raw_spool, spool] if influx.raw_retention else [spool]
-    outcomes = [_flush_raw(influx, raw_spool)] if influx.raw_retention else []
-    with influx.writer() as writer:
-        outcomes.append(spool.flush(writer))
-        statuses = [queue.status() for queue in queues]
-        batches = sum(st.batches for st in statuses)
-        points = sum(st.points for st in statuses)
-        if all(outcome.ok for outcome in outcomes):
-            # The backlog point goes straight out: it describes the spool, it is not data.
-            try:
-                backlog = spool_health_line(
-                    time=now, batches=batches, points=points,
-                    bytes_=sum(st.bytes for st in statuses),
-                )  # fmt: skip
-                writer.write([backlog])
-            except Exception as error:  # noqa: BLE001 - a health point must never fail a run
-                context.log.warning(f"spool health point not written: {error}")
-    error = next((outcome.error for outcome in outcomes if outcome.error is not None), None)
+    path = influx.write_path()
+    # Appending again on an op retry is harmless: points carry their timestamps.
+    path.append(encoded.lines, health_lines(results, counts, now))
+    outcome = path.flush(now)
+    if outcome.error is not None and _transient(outcome.error):
+        time.sleep(RETRY_DELAY_S)  # a blip, or InfluxDB restarting
+        outcome = _merge(outcome, path.flush())
+    _report_losses(context, outcome)
     metadata.update(
         {
-            "written points": sum(outcome.sent_points for outcome in outcomes),
-            "sent batches": sum(outcome.sent_batches for outcome in outcomes),
-            "spool backlog (batches)": batches,
-            "spool backlog (points)": points,
+            "written points": outcome.sent_points,
+            "sent batches": outcome.sent_batches,
+            "spool backlog (batches)": outcome.backlog_batches,
+            "spool backlog (points)": outcome.backlog_points,
+            "points lost": outcome.lost_points,
+            "batches rejected": len(outcome.rejected),
             "influxdb": influx.target().where,
         }
     )
+    error = outcome.error
     if error is not None:
         metadata["influxdb error"] = str(error)
+        context.add_output_metadata(metadata)
         if not _transient(error):
-            context.add_output_metadata(metadata)
             raise dg.Failure(
-                description=f"{error} ({batches} batch(es) wait in the spool)",
-                metadata={"spool backlog (batches)": batches},
+                description=f"{error} ({outcome.backlog_batches} batch(es) wait in the spool)",
+                metadata={"spool backlog (batches)": outcome.backlog_batches},
                 allow_retries=False,
             )
-        if context.retry_number < WRITE_RETRIES:
-            context.log.warning(f"{error}; retrying in {RETRY_DELAY_S} s")
-            raise dg.RetryRequested(
-                max_retries=WRITE_RETRIES, seconds_to_wait=RETRY_DELAY_S
-            ) from None
         context.log.warning(
-            f"{error}; the readings wait in the spool ({batches} batch(es), "
-            f"{points} point(s)) and are sent first when InfluxDB answers"
+            f"{error}; the readings wait in the spool ({outcome.backlog_batches} batch(es), "
+            f"{outcome.backlog_points} point(s)) and are sent first when InfluxDB answers"
         )
-    context.add_output_metadata(metadata)
+    else:
+        context.add_output_metadata(metadata)
     _fail_if_every_meter_failed(results)
 
 
-def _flush_raw(influx: InfluxResource, raw_spool) -> FlushResult:
-    """Send the raw readings' spool to their retention policy (created on first use)."""
-    try:
-        writer = influx.raw_writer()
-    except InfluxError as error:
-        return FlushResult(0, 0, raw_spool.status().batches, error=error)
-    with writer:
-        return raw_spool.flush(writer)
+def _merge(first: WriteOutcome, second: WriteOutcome) -> WriteOutcome:
+    """Two flushes of one run as one outcome (losses accumulate on the spools already)."""
+    second.sent_points += first.sent_points
+    second.sent_batches += first.sent_batches
+    second.rejected = first.rejected + second.rejected
+    second.backlog_point_error = first.backlog_point_error or second.backlog_point_error
+    return second
+
+
+def _report_losses(context: dg.OpExecutionContext, outcome: WriteOutcome) -> None:
+    for loss in outcome.losses:
+        context.log.error(f"spool: {loss}")
+    for rejected in outcome.rejected:
+        context.log.error(rejected)
+    if outcome.backlog_point_error:
+        context.log.warning(f"spool health point not recorded: {outcome.backlog_point_error}")
 
 
 def _fail_if_every_meter_failed(results: list[MeterResult]) -> None:

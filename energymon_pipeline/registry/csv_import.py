@@ -50,8 +50,10 @@ def parse_registers_csv(text: str, source: str = "<csv>") -> tuple[Rows, list[Ro
     header: list[str] | None = None
     rows: Rows = []
     problems: list[RowProblem] = []
+    read_up_to = 0
     for record in reader:
-        line = reader.line_num
+        # The record's first line: a quoted cell may span several lines.
+        line, read_up_to = read_up_to + 1, reader.line_num
         if not any(cell.strip() for cell in record):
             continue
         if header is None:

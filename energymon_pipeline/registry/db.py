@@ -25,7 +25,10 @@ def create_engine(url: URL | str | None = None) -> Engine:
     An SQLite file's folder is created on demand, so the embedded default works on a fresh
     clone; connections are checked before use, so a restarted PostgreSQL is reconnected to
     instead of failing every later query (a fault of the original)."""
-    url = sa.make_url(url) if url is not None else settings.database_url()
+    if url is None:
+        url = settings.database_url()
+    elif isinstance(url, str):
+        url = settings.registry_url(url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, pool_pre_ping=True)

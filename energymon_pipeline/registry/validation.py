@@ -7,8 +7,10 @@ instead of raising, so an import can report every bad cell of every row at once.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,6 +51,15 @@ def _as_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+#: Columns whose text becomes InfluxDB line protocol (measurement name, tag values).
+LINE_PROTOCOL_COLUMNS = frozenset({"type", "description", "measurement_name", "data_unit"})
+
+
+def _control_character(text: str) -> str | None:
+    """The first control character of `text` (line breaks, tabs, NUL...), if any."""
+    return next((c for c in text if unicodedata.category(c) == "Cc"), None)
+
+
 def _text(
     row: Mapping[str, Any], column: str, max_len: int, required: bool, problems: list[Problem]
 ) -> str | None:
@@ -65,7 +76,52 @@ def _text(
                 f"{column} {text!r} is {len(text)} characters long; allowed: at most {max_len}",
             )
         )
+    control = _control_character(text)
+    if control is not None:
+        kind = (
+            "a line break" if control in "\n\r" else f"the control character U+{ord(control):04X}"
+        )
+        problems.append(
+            (column, f"{column} {text!r} contains {kind}; allowed: printable text on one line")
+        )
+    elif column in LINE_PROTOCOL_COLUMNS and text.endswith("\\"):
+        problems.append(
+            (
+                column,
+                f"{column} {text!r} ends in a backslash, which InfluxDB line protocol cannot "
+                "hold; allowed: any text not ending in '\\'",
+            )
+        )
     return text
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _host(row: Mapping[str, Any], problems: list[Problem]) -> str | None:
+    """A hostname or an IP address: no scheme, port, path or spaces."""
+    host = _text(row, "host", 64, True, problems)
+    if host is None or any(column == "host" for column, _ in problems):
+        return host
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    # All-digit labels are a mistyped IPv4 address (192.168.1.300), not a name.
+    if not all(_HOST_LABEL.fullmatch(label) for label in labels) or all(
+        label.isdigit() for label in labels
+    ):
+        problems.append(
+            (
+                "host",
+                f"host {host!r} is not a hostname or IP address; allowed: a name such as "
+                "meter1.local or an address such as 192.168.1.10, without scheme, port, path "
+                "or spaces (the port is its own setting)",
+            )
+        )
+    return host
 
 
 def _integer(
@@ -121,6 +177,19 @@ def _flag(row: Mapping[str, Any], column: str, problems: list[Problem]) -> bool:
 GROUP_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
+def _measurement(row: Mapping[str, Any], problems: list[Problem]) -> str | None:
+    name = _text(row, "measurement_name", 64, True, problems)
+    if name is not None and name.startswith("#"):
+        problems.append(
+            (
+                "measurement_name",
+                f"measurement_name {name!r} starts with '#', which InfluxDB line protocol reads "
+                "as a comment; allowed: a name not starting with '#'",
+            )
+        )
+    return name
+
+
 def check_register(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
     """Validate one register row; returns the normalized row and its problems."""
     problems: list[Problem] = []
@@ -129,7 +198,7 @@ def check_register(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem
         "register_address": _integer(
             row, "register_address", 0, 65535, problems, "0-65535 (zero-based protocol address)"
         ),
-        "measurement_name": _text(row, "measurement_name", 64, True, problems),
+        "measurement_name": _measurement(row, problems),
         "data_unit": _text(row, "data_unit", 8, False, problems),
         "data_type": _integer(row, "data_type", 1, 8, problems, DATA_TYPES_ALLOWED),
         "function_code": _integer(row, "function_code", 1, 4, problems, FUNCTION_CODES_ALLOWED),
@@ -169,7 +238,7 @@ def check_meter(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
     """Validate one meter row (CLI input); returns the normalized row and its problems."""
     problems: list[Problem] = []
     clean: dict[str, Any] = {
-        "host": _text(row, "host", 64, True, problems),
+        "host": _host(row, problems),
         "port": _integer(row, "port", 1, 65535, problems),
         "slave_address": _integer(row, "slave_address", 0, 255, problems, "0-255 (Modbus unit id)"),
         "type": _text(row, "type", 32, True, problems),

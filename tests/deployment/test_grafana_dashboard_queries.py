@@ -110,6 +110,7 @@ def stack(influxd_auth, tmp_path_factory):
     }
     patch = pytest.MonkeyPatch()  # the password reaches the resource as dg.EnvVar
     patch.setenv("INFLUXDB_WRITE_USER_PASSWORD", users["write"][1])
+    patch.setenv("ENERGYMON_DATABASE_URL", env["ENERGYMON_DATABASE_URL"])
     try:
         defs = build_definitions(env)
         with dg.instance_for_test() as instance:

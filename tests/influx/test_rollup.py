@@ -63,7 +63,9 @@ def rollup_env(influxd, influx_db, tmp_path):
 
 def run(env, job_name: str, partition: str) -> dg.ExecuteInProcessResult:
     job = build_definitions(env).resolve_job_def(job_name)
-    with dg.instance_for_test() as instance:
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+        # The registry URL reaches the resource as dg.EnvVar, read from the process.
+        patch.setenv("ENERGYMON_DATABASE_URL", env["ENERGYMON_DATABASE_URL"])
         return job.execute_in_process(instance=instance, partition_key=partition)
 
 

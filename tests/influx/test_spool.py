@@ -231,17 +231,70 @@ def test_a_rejected_batch_is_quarantined_and_does_not_block_the_queue(tmp_path, 
     writer = RecordingWriter(fail_on={2: bad})
     with caplog.at_level(logging.ERROR, logger="energymon_pipeline.influx.spool"):
         result = spool.flush(writer)
-    assert result == FlushResult(2, 6, 0, None, rejected_batches=1)
-    assert writer.batches == [lines_of(1), lines_of(3)]
     rejected = list((tmp_path / "rejected").iterdir())
+    expected = (
+        f"spool {tmp_path}: batch {rejected[0].name} was refused by InfluxDB as a bad request: "
+        f"{bad}; moved it to {rejected[0]} and will not retry it"
+    )
+    assert result == FlushResult(2, 6, 0, None, rejected=(expected,))
+    assert result.rejected_batches == 1
+    assert writer.batches == [lines_of(1), lines_of(3)]
     assert [p.read_text() for p in rejected] == ["\n".join(lines_of(2)) + "\n"]
     [message] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert message == (
-        f"spool {tmp_path}: InfluxDB rejected batch 2 (3 points) as a bad request; moved it to "
-        f"{rejected[0]} and will not retry it: {bad}"
-    )
+    assert message == expected
     assert spool.status().rejected_batches == 1
     assert spool.status().batches == 0
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda path: path.write_bytes(os.urandom(200) + b"\xff\xfe"), id="random"),
+        pytest.param(lambda path: path.write_bytes(b"m value=1 1\n\xc3(\n"), id="bad-utf8"),
+        pytest.param(lambda path: (path.unlink(), path.mkdir()), id="a-folder"),
+    ],
+)
+def test_an_unreadable_batch_is_set_aside_and_the_rest_flows(tmp_path, caplog, damage):
+    # A full disk or a bad sector can leave a batch that is not text: it must cost only itself.
+    spool = Spool(tmp_path, BIG, DAY)
+    for batch in (1, 2, 3):
+        spool.append(lines_of(batch))
+    broken = tmp_path / batch_files(spool)[1]
+    damage(broken)
+    writer = RecordingWriter()
+    with caplog.at_level(logging.ERROR, logger="energymon_pipeline.influx.spool"):
+        result = spool.flush(writer)
+    assert writer.batches == [lines_of(1), lines_of(3)]
+    assert (result.sent_batches, result.sent_points, result.remaining_batches) == (2, 6, 0)
+    assert result.ok
+    [message] = result.rejected
+    assert message.startswith(f"spool {tmp_path}: batch {broken.name} cannot be read (")
+    assert f"moved it to {tmp_path / 'rejected' / broken.name}" in message
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [message]
+    assert (tmp_path / "rejected" / broken.name).exists()
+    assert (spool.status().batches, spool.status().rejected_batches) == (0, 1)
+    spool.append(lines_of(4))  # later batches flow as usual
+    assert spool.flush(writer).sent_batches == 1
+
+
+def test_points_sent_are_counted_from_the_batch_not_its_name(tmp_path):
+    spool = Spool(tmp_path, BIG, DAY)
+    spool.append(lines_of(1, count=3))
+    (tmp_path / batch_files(spool)[0]).write_text("\n".join(lines_of(1, count=5)) + "\n")
+    assert spool.flush(RecordingWriter()).sent_points == 5
+
+
+def test_losses_are_handed_to_the_caller(tmp_path):
+    clock = Clock()
+    spool = Spool(tmp_path, BIG, 3600, clock=clock)
+    spool.append(lines_of(1))
+    spool.append(lines_of(2, count=4))
+    clock.now += 7200
+    spool.append(lines_of(3))
+    [loss] = spool.losses
+    assert (loss.batches, loss.points) == (2, 7)
+    assert loss.reason == "2 batches older than max_age_s=3600"
+    assert str(loss).startswith("dropped 2 batches, oldest first (7 points, ")
 
 
 def test_a_concurrent_flusher_waits_its_turn_and_nothing_is_sent_twice(tmp_path):

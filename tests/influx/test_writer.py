@@ -150,6 +150,7 @@ def test_health_points_keep_their_field_types(influxd, influx_db):
     }
     assert fields == {
         "ok": "boolean",
+        "dropped": "integer",
         "latency_ms": "float",
         "requests": "integer",
         "values": "integer",
