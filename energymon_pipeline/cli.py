@@ -257,8 +257,9 @@ def _result_rows(result) -> list[dict[str, Any]]:
     return rows
 
 
-def _report_read(result, as_json: bool) -> None:
-    """Print one meter's readings (and its errors) for `read` and `probe`."""
+def _report_read(result, as_json: bool, source: str) -> None:
+    """Print one meter's readings (and its errors, one line each naming `source`, the meter
+    or host) for `read` and `probe`."""
     rows = _result_rows(result)
     summary = {
         "meter": result.meter.meter_id,
@@ -284,7 +285,7 @@ def _report_read(result, as_json: bool) -> None:
             f"-- {summary['endpoint']}: {len(rows)} value(s), {result.requests} request(s){latency}"
         )
         for error in summary["errors"]:
-            click.echo(f"error: {error}", err=True)
+            click.echo(f"error: {source}: {error}", err=True)
     if not result.ok:
         sys.exit(EXIT_USER_ERROR)
 
@@ -308,7 +309,13 @@ def read_meter(meter_id: int, as_json: bool) -> None:
         )
     for problem in definitions.problems:
         click.echo(f"warning: {problem}", err=True)
-    _report_read(read_meters_sync(definitions.meters)[0], as_json)
+    [meter] = definitions.meters
+    _report_read(read_meters_sync([meter])[0], as_json, f"meter {meter_id} ({meter.endpoint})")
+
+
+#: The Modbus limit on one register read (function 3/4); bit reads (1/2) allow 2000.
+MAX_REGISTERS_PER_READ = 125
+_PROBE_LABELS = {FunctionCode.READ_COILS: "coil", FunctionCode.READ_DISCRETE_INPUTS: "input"}
 
 
 @cli.command("probe")
@@ -329,10 +336,12 @@ def read_meter(meter_id: int, as_json: bool) -> None:
 )
 @click.option(
     "--count",
-    type=click.IntRange(1, 125),
+    type=click.IntRange(1, 2000),
     default=1,
     show_default=True,
-    help="How many consecutive values of --type to read.",
+    help="How many consecutive values to read in one request: for functions 3/4 values of "
+    "--type, at most 125 registers in all (125 INT16, 62 FLOAT32, 31 FLOAT64); for functions "
+    "1/2 bits, at most 2000.",
 )
 @click.option(
     "--function",
@@ -375,17 +384,19 @@ def probe(host, port, unit, address, count, function_code, data_type, word_order
         raise EnergymonError(
             f"--address {address} + {count} value(s) of {width} register(s) runs past 65535"
         )
-    if not fc.is_bit and width * count > 125:
+    if not fc.is_bit and width * count > MAX_REGISTERS_PER_READ:
         raise EnergymonError(
-            f"--count {count} of {dtype.name} needs {width * count} registers; allowed: at most 125"
+            f"--count {count} of {dtype.name} needs {width * count} registers; allowed: at most "
+            f"{MAX_REGISTERS_PER_READ} registers in one request"
         )
 
     def order(text: str) -> Order:
         return Order.LITTLE if text in ("little", "1") else Order.BIG
 
+    label = _PROBE_LABELS.get(fc) or dtype.name.lower()
     specs = tuple(
         RegisterSpec(
-            measurement=f"{'coil' if fc.is_bit else dtype.name.lower()}@{address + i * width}",
+            measurement=f"{label}@{address + i * width}",
             address=address + i * width,
             data_type=dtype,
             function_code=fc,
@@ -402,7 +413,7 @@ def probe(host, port, unit, address, count, function_code, data_type, word_order
         registers=specs,
         plan_options=PlanOptions(max_gap=0),
     )
-    _report_read(read_meters_sync([meter])[0], as_json)
+    _report_read(read_meters_sync([meter])[0], as_json, str(meter.endpoint))
 
 
 @cli.group(cls=UserErrorGroup)

@@ -6,6 +6,29 @@ interface: open a connection to one meter, send planned read requests on it, get
 words/bits or a classified error. Decoding, planning and scheduling never see pymodbus.
 
 pymodbus version: pinned in pyproject.toml (3.16.x).
+
+How pymodbus 3.16.1 surfaces a misbehaving peer, and what this module does about it:
+
+- The peer closes the connection: the transport calls the client's `trace_connect(False)`,
+  but the request keeps waiting until its timeout and then reads as "No response". The
+  `trace_connect` hook ends the request at once as "connection closed by the device".
+- Garbage: the socket framer ignores bytes without a valid MBAP header (protocol id not 0)
+  and keeps waiting, so garbage also ends as a timeout; a frame with an unknown function
+  code makes the framer raise inside `data_received`.
+- A byte count larger than the data makes the response decoder raise inside
+  `data_received`: asyncio then logs "Fatal error: protocol.data_received() call failed."
+  with a traceback, closes the transport, and the request again times out. A byte count
+  smaller than the data is decoded silently into fewer values.
+- A frame for another transaction or unit id is skipped (a late answer); one with
+  transaction id 0 is accepted for any request.
+
+So every received buffer is checked against the request on the wire before pymodbus's framer
+sees it (the `trace_packet` hook may replace what the framer gets): a broken answer ends the
+request at once with a message saying what is wrong, and the framer is given nothing to trip
+over. After any such fault, as after a timeout, the connection is closed, so nothing left in
+the stream can be taken for the answer to a later request. As a last line, an exception that
+still escapes pymodbus's `data_received` is taken from asyncio's exception handler, for this
+module's own connections only, and reported the same way instead of as a traceback.
 """
 
 from __future__ import annotations
@@ -14,13 +37,16 @@ import asyncio
 import errno
 import logging
 import socket
+import struct
 import time
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerRTU
 
 from energymon_pipeline.modbus.types import Endpoint, FunctionCode, ReadRequest
 
@@ -29,6 +55,8 @@ from energymon_pipeline.modbus.types import Endpoint, FunctionCode, ReadRequest
 _PYMODBUS_LOG = logging.getLogger("pymodbus.logging")
 if _PYMODBUS_LOG.level == logging.NOTSET:
     _PYMODBUS_LOG.setLevel(logging.CRITICAL)
+
+_LOG = logging.getLogger(__name__)
 
 EXCEPTION_NAMES = {
     1: "illegal function",
@@ -50,6 +78,7 @@ class ErrorKind(StrEnum):
     TIMEOUT = "timeout"
     MODBUS_EXCEPTION = "modbus exception"
     MALFORMED = "malformed response"
+    CLOSED = "connection closed by the device"
     CONNECTION = "connection failed"
 
 
@@ -83,6 +112,182 @@ class BlockRead:
 _FRAMERS = {"socket": FramerType.SOCKET, "rtu": FramerType.RTU}
 
 
+# --- checking a received buffer against the request it should answer --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FrameCheck:
+    """What a receive buffer holds for the request on the wire: `answer` (a well-formed
+    answer, possibly followed by `trailing` bytes), `incomplete` (wait for more; `pending`
+    are the bytes that do not make a frame yet), or `malformed` (`detail` says why).
+    `ignored` names frames pymodbus skips itself (other transaction or unit id)."""
+
+    status: str
+    detail: str = ""
+    ignored: tuple[str, ...] = ()
+    pending: bytes = b""
+    trailing: int = 0
+
+
+def _show(data: bytes, limit: int = 16) -> str:
+    shown = data[:limit].hex(" ")
+    return f"{len(data)} byte(s): {shown}{' ...' if len(data) > limit else ''}"
+
+
+def expected_byte_count(request: ReadRequest) -> int:
+    """Data bytes a well-formed answer to `request` carries."""
+    if request.function_code.is_bit:
+        return (request.count + 7) // 8
+    return 2 * request.count
+
+
+def _check_pdu(pdu: bytes, request: ReadRequest) -> str | None:
+    """None for a well-formed answer PDU to `request`, else what is wrong with it."""
+    fc = int(request.function_code)
+    if not pdu:
+        return "a frame without a function code"
+    if pdu[0] == fc | 0x80:
+        return None if len(pdu) >= 2 else "an exception response without its code"
+    if pdu[0] != fc:
+        return f"function code {pdu[0]} in the answer to a function {fc} request"
+    if len(pdu) < 2:
+        return "an answer without a byte count"
+    byte_count, data_bytes = pdu[1], len(pdu) - 2
+    if byte_count != data_bytes:
+        return f"response byte count {byte_count} does not match the {data_bytes} data bytes sent"
+    expected = expected_byte_count(request)
+    if byte_count != expected:
+        unit = "bits" if request.function_code.is_bit else "registers"
+        return (
+            f"response byte count {byte_count} does not match the {expected} bytes "
+            f"requested ({request.count} {unit})"
+        )
+    return None
+
+
+def check_tcp_frame(buffer: bytes, request: ReadRequest, tid: int, unit: int) -> FrameCheck:
+    """Check a Modbus TCP (MBAP) receive buffer against the request sent with transaction
+    id `tid` to `unit`. Frames pymodbus's socket framer skips are skipped the same way (and
+    named); anything its framer or decoder would choke on, or take for a valid answer when it
+    is not one, is `malformed`."""
+    ignored: list[str] = []
+    offset = 0
+    while True:
+        rest = buffer[offset:]
+        if len(rest) < 7:
+            return FrameCheck("incomplete", ignored=tuple(ignored), pending=rest)
+        frame_tid, protocol, length, frame_unit = struct.unpack(">HHHB", rest[:7])
+        if protocol != 0 or not 2 <= length <= 254:
+            what = f"protocol id {protocol}" if protocol else f"length field {length}"
+            return FrameCheck(
+                "malformed", f"not a Modbus TCP frame ({what}; {_show(rest)})", tuple(ignored)
+            )
+        size = 6 + length
+        if size == 8 and len(rest) == 9:  # pymodbus's allowance for one short length field
+            size = 9
+        if len(rest) < size:
+            return FrameCheck("incomplete", ignored=tuple(ignored), pending=rest)
+        offset += size
+        # The framer's own rules: another transaction (id 0 is accepted) or unit is skipped.
+        if tid and frame_tid and frame_tid != tid:
+            ignored.append(f"an answer for transaction {frame_tid} (expected {tid})")
+            continue
+        if unit and frame_unit != unit:
+            ignored.append(f"an answer from unit {frame_unit} (expected {unit})")
+            continue
+        problem = _check_pdu(rest[7:size], request)
+        if problem is not None:
+            return FrameCheck("malformed", problem, tuple(ignored))
+        return FrameCheck("answer", ignored=tuple(ignored), trailing=len(buffer) - offset)
+
+
+def check_rtu_frame(buffer: bytes, request: ReadRequest, unit: int) -> FrameCheck:
+    """Check an RTU-over-TCP receive buffer. RTU has no header to resynchronise on, so
+    pymodbus's framer hunts for a frame with a valid CRC; only a buffer that starts like the
+    answer (unit id, function code) is judged here, anything else is left to the framer and
+    reported as `pending` if no answer comes."""
+    fc = int(request.function_code)
+    if len(buffer) < 2:
+        return FrameCheck("incomplete", pending=buffer)
+    starts_right = (not unit or buffer[0] == unit) and buffer[1] in (fc, fc | 0x80)
+    if not starts_right:
+        return FrameCheck("incomplete", pending=buffer)
+    if buffer[1] == fc | 0x80:
+        size = 5
+    else:
+        if len(buffer) < 3:
+            return FrameCheck("incomplete", pending=buffer)
+        if buffer[2] != expected_byte_count(request):
+            unit_name = "bits" if request.function_code.is_bit else "registers"
+            return FrameCheck(
+                "malformed",
+                f"response byte count {buffer[2]} does not match the "
+                f"{expected_byte_count(request)} bytes requested ({request.count} {unit_name})",
+            )
+        size = 5 + buffer[2]
+    if len(buffer) < size:
+        return FrameCheck("incomplete", pending=buffer)
+    crc = int.from_bytes(buffer[size - 2 : size], "big")
+    if not FramerRTU.check_CRC(buffer[: size - 2], crc):
+        return FrameCheck("malformed", f"CRC error ({_show(buffer[:size])})")
+    return FrameCheck("answer", trailing=len(buffer) - size)
+
+
+@dataclass(eq=False)
+class _Exchange:
+    """One request on the wire, as pymodbus's trace hooks show it."""
+
+    request: ReadRequest
+    failed: asyncio.Future[ReadError]
+    tid: int = 0
+    answered: bool = False
+    pending: bytes = b""
+    ignored: list[str] = field(default_factory=list)
+
+    def fail(self, error: ReadError) -> None:
+        if not self.failed.done():
+            self.failed.set_result(error)
+
+
+# --- asyncio's exception handler, for this module's connections only ---------------------
+
+#: pymodbus protocol object (the client's transaction manager) -> its ModbusConnection.
+_CONNECTIONS: weakref.WeakKeyDictionary[object, ModbusConnection] = weakref.WeakKeyDictionary()
+
+
+def _connection_of(protocol: object) -> ModbusConnection | None:
+    try:
+        return _CONNECTIONS.get(protocol)
+    except TypeError:  # None, or an object that cannot be weakly referenced: not ours
+        return None
+
+
+def _guard(loop: asyncio.AbstractEventLoop) -> None:
+    """Route exceptions raised in one of this module's connections' protocol callbacks (asyncio
+    would log them as "Fatal error: protocol.data_received() call failed." with a traceback)
+    to that connection; every other context goes to the handler that was there before."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "energymon_modbus_guard", False):
+        return
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        connection = _connection_of(context.get("protocol"))
+        exception = context.get("exception")
+        if connection is not None and exception is not None:
+            connection._callback_failed(exception)
+            return
+        if previous is None:
+            loop.default_exception_handler(context)
+        else:
+            previous(loop, context)
+
+    handler.energymon_modbus_guard = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
+
+
+# --- the connection ----------------------------------------------------------------------
+
+
 class ModbusConnection:
     """One TCP connection to one meter, reused for every request and sample of a run."""
 
@@ -90,6 +295,12 @@ class ModbusConnection:
         self.endpoint = endpoint
         self._client: AsyncModbusTcpClient | None = None
         self._last_request_at = 0.0
+        self._exchange: _Exchange | None = None
+        #: Bytes arrived that no request was waiting for: reconnect before the next request.
+        self._stale = False
+        #: The peer closed the connection (pymodbus may still call it connected: a close that
+        #: arrives while it connects is overwritten by its connect).
+        self._hung_up = False
 
     @property
     def connected(self) -> bool:
@@ -110,15 +321,20 @@ class ModbusConnection:
             # Reconnection is this module's decision, not a background task's.
             reconnect_delay=0,
             reconnect_delay_max=0,
+            trace_packet=self._trace_packet,
+            trace_connect=self._trace_connect,
         )
+        _guard(asyncio.get_running_loop())
+        _CONNECTIONS[client.ctx] = self
+        self._stale = self._hung_up = False
         started = time.monotonic()
         try:
             ok = await client.connect()
         except (OSError, ModbusException) as error:  # pymodbus usually returns False instead
-            client.close()
+            self._discard(client)
             return ReadError(ErrorKind.CONNECTION, str(error))
         if not ok:
-            client.close()
+            self._discard(client)
             remaining = endpoint.timeout_s - (time.monotonic() - started)
             return await _classify_connect_failure(endpoint, remaining)
         self._client = client
@@ -133,31 +349,39 @@ class ModbusConnection:
             if wait > 0:
                 await asyncio.sleep(wait)
         started = time.monotonic()
+        if self._stale or self._hung_up:
+            self.close()
         if not self.connected:
             error = await self.open()
+            if error is None and (self._hung_up or not self.connected):
+                error = ReadError(ErrorKind.CLOSED, "right after accepting the connection")
             if error is not None:
+                self.close()
                 return self._result(request, None, error, started)
+        exchange = _Exchange(request, asyncio.get_running_loop().create_future())
+        self._exchange = exchange
+        call = asyncio.ensure_future(self._send(request))
+        call.add_done_callback(_consume)
+        # pymodbus bounds the call itself (timeout per try, 1 + retries tries); this bound
+        # only guards against that bookkeeping failing.
+        bound = self.endpoint.timeout_s * (max(0, self.endpoint.retries) + 1) + 1.0
         try:
-            response = await self._send(request)
-        except ConnectionException as error:
-            self.close()
-            return self._result(request, None, ReadError(ErrorKind.CONNECTION, str(error)), started)
-        except ModbusIOException as error:
-            if "No response" not in str(error):  # a reply for another unit or transaction
-                return self._result(
-                    request, None, ReadError(ErrorKind.MALFORMED, _first_line(error)), started
-                )
-            detail = f"no answer within {self.endpoint.timeout_s:g} s"
-            if self.endpoint.retries:
-                detail += f" ({self.endpoint.retries} retries)"
-            # A late answer would otherwise arrive as the reply to the next request.
-            self.close()
-            return self._result(request, None, ReadError(ErrorKind.TIMEOUT, detail), started)
-        except (ModbusException, OSError) as error:
-            self.close()
-            return self._result(request, None, ReadError(ErrorKind.MALFORMED, str(error)), started)
+            await asyncio.wait(
+                (call, exchange.failed), timeout=bound, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
+            self._exchange = None
             self._last_request_at = time.monotonic()
+            if not call.done():
+                call.cancel()
+                self._stale = True  # its answer may still come: never on this connection
+        if not call.done() or call.cancelled() or call.exception() is not None:
+            error = self._classify_failure(call, exchange)
+            # A fault leaves the stream in an unknown state: a late or partial answer must
+            # never be read as the answer to the next request.
+            self.close()
+            return self._result(request, None, error, started)
+        response = call.result()
         if response.isError():
             code = getattr(response, "exception_code", None)
             return self._result(
@@ -165,6 +389,7 @@ class ModbusConnection:
             )
         data = _payload(request, response)
         if data is None:
+            self.close()
             return self._result(
                 request,
                 None,
@@ -172,6 +397,81 @@ class ModbusConnection:
                 started,
             )
         return self._result(request, data, None, started)
+
+    def _classify_failure(self, call: asyncio.Future, exchange: _Exchange) -> ReadError:
+        """The error of a request that brought no answer: a fault the trace hooks saw on the
+        wire first, else what pymodbus raised, else (the call still running) a timeout."""
+        if exchange.failed.done():
+            return exchange.failed.result()
+        error = call.exception() if call.done() and not call.cancelled() else None
+        if isinstance(error, ConnectionException):
+            return ReadError(ErrorKind.CONNECTION, _first_line(error))
+        if isinstance(error, ModbusIOException) and "No response" not in str(error):
+            return ReadError(ErrorKind.MALFORMED, _first_line(error))
+        if error is not None and not isinstance(error, ModbusIOException):
+            return ReadError(ErrorKind.MALFORMED, _first_line(error))
+        within = f"within {self.endpoint.timeout_s:g} s"
+        if self.endpoint.retries:
+            within += f" ({self.endpoint.retries} retries)"
+        if exchange.pending:
+            return ReadError(
+                ErrorKind.MALFORMED,
+                f"no complete answer {within}, got {_show(exchange.pending)}",
+            )
+        detail = f"no answer {within}"
+        if exchange.ignored:
+            detail += "; ignored " + ", ".join(dict.fromkeys(exchange.ignored))
+        return ReadError(ErrorKind.TIMEOUT, detail)
+
+    # pymodbus's trace hooks: called from the transport's protocol callbacks, so they
+    # must not raise.
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        exchange = self._exchange
+        if sending:
+            if exchange is not None:
+                # (Re)sent: pymodbus starts a fresh receive buffer.
+                exchange.pending = b""
+                if self.endpoint.framer == "socket" and len(data) >= 2:
+                    exchange.tid = int.from_bytes(data[:2], "big")
+            return data
+        if exchange is None or exchange.answered or exchange.failed.done():
+            # Nothing is waiting for these bytes (a late answer, noise after an answer):
+            # keep them from the framer and start the next request on a new connection.
+            self._stale = True
+            return b""
+        if self.endpoint.framer == "socket":
+            check = check_tcp_frame(data, exchange.request, exchange.tid, self.endpoint.unit_id)
+        else:
+            check = check_rtu_frame(data, exchange.request, self.endpoint.unit_id)
+        exchange.ignored.extend(check.ignored)
+        exchange.pending = check.pending
+        if check.status == "malformed":
+            exchange.fail(ReadError(ErrorKind.MALFORMED, check.detail))
+            return b""
+        if check.status == "answer":
+            exchange.answered = True
+            if check.trailing:
+                self._stale = True
+        return data
+
+    def _trace_connect(self, connected: bool) -> None:
+        if connected:
+            return
+        # Only the peer's close gets here: closing it ourselves does not call the hook.
+        self._hung_up = True
+        exchange = self._exchange
+        if exchange is not None and not exchange.answered:
+            exchange.fail(ReadError(ErrorKind.CLOSED))
+
+    def _callback_failed(self, exception: BaseException) -> None:
+        """An exception escaped pymodbus's protocol callbacks (asyncio closes the transport)."""
+        _LOG.debug("%s: pymodbus failed on received data", self.endpoint, exc_info=exception)
+        self._stale = True
+        if self._exchange is not None:
+            self._exchange.fail(
+                ReadError(ErrorKind.MALFORMED, f"undecodable answer ({_first_line(exception)})")
+            )
 
     async def _send(self, request: ReadRequest):
         client = self._client
@@ -193,13 +493,24 @@ class ModbusConnection:
     ) -> BlockRead:
         return BlockRead(request, data, error, time.time(), time.monotonic() - started)
 
+    def _discard(self, client: AsyncModbusTcpClient) -> None:
+        _CONNECTIONS.pop(client.ctx, None)
+        client.close()
+
     def close(self) -> None:
         if self._client is not None:
-            self._client.close()
+            self._discard(self._client)
             self._client = None
 
 
-def _first_line(error: Exception) -> str:
+def _consume(task: asyncio.Future) -> None:
+    """Mark a request task's outcome as seen, also when it was abandoned (cancelled after a
+    fault), so asyncio does not log "exception was never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 

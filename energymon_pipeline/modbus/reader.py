@@ -4,8 +4,10 @@ All meters are read concurrently on one event loop, at most `concurrency` of the
 at a time. Each meter keeps one connection for all samples of a run. A fault costs only what
 it touched: a Modbus exception loses that request's values; a read that spans unmapped
 registers (exception 2) is split into single-value reads, remembered for the rest of the
-process; a timeout or a lost connection ends that meter's sample (the remaining requests would
-fail the same way, each after another timeout) but never delays the other meters.
+process; a timeout or a lost connection (refused, failed, or closed by the device) ends that
+meter's sample (the remaining requests would fail the same way, each after another timeout)
+but never delays the other meters. A malformed answer costs only its own request: the client
+closes the connection after it, so the next request starts on a clean stream.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from energymon_pipeline.modbus.types import MeterSpec, ReadRequest, RegisterSpec
 DEFAULT_CONCURRENCY = 64
 ILLEGAL_DATA_ADDRESS = 2
 #: Faults after which the rest of a meter's sample is not attempted.
-FATAL_KINDS = {ErrorKind.TIMEOUT, ErrorKind.REFUSED, ErrorKind.CONNECTION}
+FATAL_KINDS = {ErrorKind.TIMEOUT, ErrorKind.REFUSED, ErrorKind.CONNECTION, ErrorKind.CLOSED}
 
 #: Per-meter planners for the life of the process, so a split learnt from an exception 2
 #: is not paid for again on the next cycle.
