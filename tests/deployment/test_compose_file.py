@@ -1,7 +1,8 @@
 """docker-compose.yml, checked without a Docker engine: it validates against the Compose
 Specification schema (check-jsonschema's vendored copy), before and after interpolation with
 config/.env.dev; and the stack's rules hold: pinned images, health checks and healthy
-dependencies, no inline secrets, the volumes that must survive a re-create, ports on loopback
+dependencies, a preflight check before everything, no inline secrets, each PostgreSQL role's
+password only where it is used, the volumes that must survive a re-create, ports on loopback
 unless ENERGYMON_BIND_ADDRESS opens them, an env file with every variable compose uses."""
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from deployment_files import (
     resolved_compose,
     service_environment,
 )
+from sqlalchemy import make_url
 
 SERVICES = {
+    "preflight",
     "postgres",
+    "postgres-init",
     "influxdb",
     "grafana",
     "dagster-code",
@@ -36,6 +40,8 @@ SERVICES = {
     "virtual-server",
 }
 DAGSTER_SERVICES = ("dagster-code", "dagster-webserver", "dagster-daemon")
+# Run once and exit; the others wait for them to exit 0 (service_completed_successfully).
+ONE_SHOT_SERVICES = ("preflight", "postgres-init")
 BIND = "${ENERGYMON_BIND_ADDRESS:-127.0.0.1}"
 PINNED_TAG = re.compile(r"\d+(\.\d+)+(-[a-z0-9]+)*")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN")
@@ -104,6 +110,10 @@ def test_one_project_image_for_the_three_dagster_services():
 
 def test_every_service_has_a_health_check():
     for name, service in services().items():
+        if name in ONE_SHOT_SERVICES:  # done when exited 0: what depends on it checks that
+            assert service["restart"] == "no" and "healthcheck" not in service, name
+            assert "ports" not in service, name
+            continue
         check = service.get("healthcheck") or {}
         assert not check.get("disable"), f"{name}: health check disabled"
         test = check.get("test")
@@ -112,18 +122,22 @@ def test_every_service_has_a_health_check():
 
 
 def test_dependencies_wait_until_healthy():
+    # Besides these, every service but the preflight itself waits for the preflight.
     wanted = {
-        "dagster-code": {"postgres", "influxdb", "virtual-server"},
-        "dagster-webserver": {"postgres", "dagster-code"},
-        "dagster-daemon": {"postgres", "dagster-code"},
+        "postgres-init": {"postgres"},
+        "dagster-code": {"postgres-init", "influxdb", "virtual-server"},
+        "dagster-webserver": {"postgres-init", "dagster-code"},
+        "dagster-daemon": {"postgres-init", "dagster-code"},
         "grafana": {"influxdb"},
     }
     for name, service in services().items():
         depends = service.get("depends_on", {})
         assert isinstance(depends, dict), f"{name}: depends_on without conditions"
-        assert set(depends) == wanted.get(name, set()), name
+        expected = set() if name == "preflight" else wanted.get(name, set()) | {"preflight"}
+        assert set(depends) == expected, name
         for dependency, condition in depends.items():
-            assert condition == {"condition": "service_healthy"}, f"{name} -> {dependency}"
+            done = "service_completed_successfully" if dependency in ONE_SHOT_SERVICES else None
+            assert condition == {"condition": done or "service_healthy"}, f"{name} -> {dependency}"
 
 
 def test_no_inline_secrets():
@@ -131,8 +145,9 @@ def test_no_inline_secrets():
     for name, service in services().items():
         for key, value in service_environment(service).items():
             if SECRET_NAME.search(key):
-                assert re.fullmatch(rf"\$\{{{key}:\?[^}}]+\}}", value), (
-                    f"{name}: {key} must come from the env file as ${{{key}:?message}}"
+                source = re.fullmatch(r"\$\{(\w+):\?[^}]+\}", value)
+                assert source and SECRET_NAME.search(source[1]), (
+                    f"{name}: {key} must come from the env file as ${{SOME_PASSWORD:?message}}"
                 )
     for key, value in read_env_file().items():
         if SECRET_NAME.search(key):
@@ -155,7 +170,12 @@ def test_compose_refuses_to_start_without_a_password(variable):
 
 def test_env_file_defines_every_variable_compose_uses():
     env = read_env_file()
-    missing = sorted(referenced_variables(compose_text()) - set(env))
+    text = (ROOT / "config" / ".env.dev").read_text(encoding="utf-8")
+    # Shown commented out, to be set deliberately: the development stack switch.
+    commented = set(re.findall(r"^# ([A-Z][A-Z0-9_]*)=", text, flags=re.MULTILINE))
+    assert commented == {"ENERGYMON_DEV_STACK"}
+    assert "ENERGYMON_DEV_STACK" not in env
+    missing = sorted(referenced_variables(compose_text()) - set(env) - commented)
     assert not missing, f"config/.env.dev lacks {missing}"
 
 
@@ -241,8 +261,71 @@ def test_safe_defaults():
     )
     # Registry and Dagster storage: separate databases.
     code = resolved["dagster-code"]["environment"]
-    assert code["POSTGRES_DB"] and code["DAGSTER_POSTGRES_DB"]
-    assert code["POSTGRES_DB"] != code["DAGSTER_POSTGRES_DB"]
+    registry = make_url(code["ENERGYMON_DATABASE_URL"])
+    assert registry.database and code["DAGSTER_POSTGRES_DB"]
+    assert registry.database != code["DAGSTER_POSTGRES_DB"]
+
+
+def services_given(variable: str) -> set[str]:
+    """The services whose environment takes the env file's `variable` (in any key)."""
+    pattern = re.compile(rf"\$\{{{variable}(?::?[-?][^}}]*)?\}}")
+    return {
+        name
+        for name, service in services().items()
+        if any(pattern.search(value) for value in service_environment(service).values())
+    }
+
+
+def test_each_postgres_role_and_password_only_where_it_is_used():
+    # The superuser (the postgres image's) only creates the roles and databases.
+    assert services_given("POSTGRES_PASSWORD") == {"preflight", "postgres", "postgres-init"}
+    assert services_given("POSTGRES_USER") == {"postgres", "postgres-init"}
+    # The pipeline's role: the code server (and its runs), which owns the registry.
+    assert services_given("ENERGYMON_REGISTRY_PASSWORD") == {
+        "preflight",
+        "postgres-init",
+        "dagster-code",
+    }
+    # Dagster's role: the three Dagster services, for Dagster's storage.
+    assert services_given("DAGSTER_POSTGRES_PASSWORD") == {
+        "preflight",
+        "postgres-init",
+        *DAGSTER_SERVICES,
+    }
+    env = read_env_file()
+    assert (
+        len({env["POSTGRES_USER"], env["ENERGYMON_REGISTRY_USER"], env["DAGSTER_POSTGRES_USER"]})
+        == 3
+    )
+    resolved = resolved_compose()["services"]
+    for name in DAGSTER_SERVICES:  # dagster.yaml reads POSTGRES_USER / POSTGRES_PASSWORD
+        environment = resolved[name]["environment"]
+        assert environment["POSTGRES_USER"] == env["DAGSTER_POSTGRES_USER"], name
+        assert environment["POSTGRES_PASSWORD"] == env["DAGSTER_POSTGRES_PASSWORD"], name
+    code = resolved["dagster-code"]["environment"]
+    registry = make_url(code["ENERGYMON_DATABASE_URL"])  # wins over POSTGRES_* in the pipeline
+    assert registry.drivername == "postgresql+psycopg2"
+    assert registry.username == env["ENERGYMON_REGISTRY_USER"]
+    assert registry.password is None, "the password goes in PGPASSWORD, not into the URL"
+    assert code["PGPASSWORD"] == env["ENERGYMON_REGISTRY_PASSWORD"]
+    assert (registry.host, registry.port) == (env["POSTGRES_HOST"], int(env["POSTGRES_PORT"]))
+    assert registry.database == env["POSTGRES_DB"]
+    init = resolved["postgres-init"]["environment"]
+    assert (init["POSTGRES_USER"], init["POSTGRES_PASSWORD"]) == (
+        env["POSTGRES_USER"],
+        env["POSTGRES_PASSWORD"],
+    )
+    # An original system's env file names no roles: they default, only the passwords are new.
+    without_roles = {
+        k: v
+        for k, v in env.items()
+        if k not in ("ENERGYMON_REGISTRY_USER", "DAGSTER_POSTGRES_USER")
+    }
+    defaults = resolved_compose(without_roles)["services"]["postgres-init"]["environment"]
+    assert (defaults["ENERGYMON_REGISTRY_USER"], defaults["DAGSTER_POSTGRES_USER"]) == (
+        "energymon",
+        "dagster",
+    )
 
 
 def test_services_find_each_other_under_the_names_the_env_file_uses():
@@ -265,10 +348,19 @@ def test_services_find_each_other_under_the_names_the_env_file_uses():
 
 def test_commands_of_the_dagster_services():
     code = " ".join(services()["dagster-code"]["command"])
-    ensure = code.index("python /opt/energymon/ensure_databases.py")
     upgrade = code.index("energymon db upgrade")
     serve = code.index("exec dagster api grpc -m energymon_pipeline.definitions -h 0.0.0.0 -p 4000")
-    assert ensure < upgrade < serve and code.count("&&") == 2  # each step must succeed
+    assert upgrade < serve and code.count("&&") == 1  # each step must succeed
+    # Roles and databases: the one-shot postgres-init, with the script the image copies there.
+    assert "ensure_databases" not in code
+    assert services()["postgres-init"]["command"] == [
+        "python", "/opt/energymon/ensure_databases.py"
+    ]  # fmt: skip
+    assert services()["postgres-init"]["image"] == services()["dagster-code"]["image"]
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert (
+        "COPY config/postgres/ensure_databases.py /opt/energymon/ensure_databases.py" in dockerfile
+    )
     assert services()["dagster-webserver"]["command"] == [
         "dagster-webserver", "-h", "0.0.0.0", "-p", "3001", "-w", "workspace.yaml"
     ]  # fmt: skip
@@ -310,6 +402,8 @@ def test_dagster_services_get_every_variable_dagster_yaml_reads():
 NOT_PASSED = {
     "INFLUXDB_ADMIN_USER": "least privilege: the pipeline writes as INFLUXDB_WRITE_USER",
     "INFLUXDB_ADMIN_PASSWORD": "least privilege: the pipeline writes as INFLUXDB_WRITE_USER",
+    "POSTGRES_DB": "the registry is ENERGYMON_DATABASE_URL, as ENERGYMON_REGISTRY_USER",
+    "ENERGYMON_LOCAL_INFLUXD": "make run only: the stack has its own influxdb service",
 }
 
 
@@ -329,8 +423,8 @@ def test_the_code_server_gets_every_documented_pipeline_option():
         "INFLUXDB_DB",
         "ENERGYMON_SPOOL_DIR",
     } <= documented
-    # The registry is PostgreSQL from POSTGRES_*; the local data folder is not used.
-    documented -= {"ENERGYMON_DATABASE_URL", "ENERGYMON_DATA_DIR"}
+    # The registry is PostgreSQL from ENERGYMON_DATABASE_URL; the local data folder is not used.
+    documented -= {"ENERGYMON_DATA_DIR"}
     environment = service_environment(services()["dagster-code"])
     missing = sorted(documented - set(environment) - set(NOT_PASSED))
     assert not missing, f"dagster-code does not pass {missing} (docs/configuration.md)"
@@ -347,3 +441,12 @@ def test_dagster_yaml_is_valid_with_the_environment_compose_gives(service, tmp_p
     storage = config["storage"]["postgres"]["postgres_db"]
     assert storage["db_name"] == {"env": "DAGSTER_POSTGRES_DB"}
     assert config["run_launcher"]["class"] == "DefaultRunLauncher"
+
+
+def test_every_variable_compose_reads_is_documented_once():
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", text, flags=re.MULTILINE)
+    twice = sorted({name for name in rows if rows.count(name) > 1})
+    assert not twice, f"docs/configuration.md documents {twice} more than once"
+    missing = sorted(referenced_variables(compose_text()) - set(rows))
+    assert not missing, f"docs/configuration.md lacks {missing}"
