@@ -6,6 +6,7 @@ User errors print one line on stderr and exit 1; usage errors exit 2 (click's co
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from energymon_pipeline.modbus.types import (
 )
 from energymon_pipeline.registry import db, queries
 from energymon_pipeline.registry.csv_import import read_registers_csv
+from energymon_pipeline.registry.definitions import load_definitions
 
 
 def _engine():
@@ -80,6 +82,10 @@ def db_upgrade() -> None:
         click.echo(f"registry {target}: applied migration(s) {', '.join(applied)}")
     else:
         click.echo(f"registry {target}: already up to date ({db.current_revision(engine)})")
+    # Rows written past validation (the original system, a SQL client) are kept as they are;
+    # polls skip them, and this says which and why.
+    for problem in load_definitions(engine, include_disabled=True).problems:
+        click.echo(f"warning: {problem}", err=True)
 
 
 @cli.group(cls=UserErrorGroup)
@@ -421,69 +427,79 @@ def spool() -> None:
     """The write-ahead spool: batches waiting for InfluxDB."""
 
 
-def _spool_and_target():
-    from energymon_pipeline import settings
-    from energymon_pipeline.influx.spool import Spool
-    from energymon_pipeline.influx.writer import InfluxTarget
+def _write_path():
+    from energymon_pipeline.influx.write_path import WritePath
 
-    spool_settings = settings.spool()
-    target = InfluxTarget.from_settings(settings.influx())
-    return Spool(spool_settings.path, spool_settings.max_bytes, spool_settings.max_age_s), target
+    return WritePath.from_settings()
 
 
 @spool.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def spool_status(as_json: bool) -> None:
-    """How much is waiting, and since when."""
-    queue, _ = _spool_and_target()
-    status = queue.status()
-    info = {
-        "path": str(queue.path),
-        "batches": status.batches,
-        "points": status.points,
-        "bytes": status.bytes,
-        "oldest_age_s": None if status.oldest_age_s is None else round(status.oldest_age_s, 1),
-        "rejected_batches": status.rejected_batches,
-    }
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    age = "" if info["oldest_age_s"] is None else f", oldest {info['oldest_age_s']} s old"
-    click.echo(f"{status.batches} batch(es), {status.points} point(s), {status.bytes} bytes{age}")
-    if status.rejected_batches:
-        click.echo(
-            f"{status.rejected_batches} batch(es) rejected by InfluxDB are kept in "
-            f"{queue.rejected_path}",
-            err=True,
+    """How much is waiting, and since when (every spool: with INFLUXDB_RAW_RETENTION, raw
+    readings wait in a spool of their own)."""
+    infos = []
+    for queue, status in _write_path().status():
+        infos.append(
+            {
+                "path": str(queue.path),
+                "batches": status.batches,
+                "points": status.points,
+                "bytes": status.bytes,
+                "oldest_age_s": None
+                if status.oldest_age_s is None
+                else round(status.oldest_age_s, 1),
+                "rejected_batches": status.rejected_batches,
+                "rejected_path": str(queue.rejected_path),
+            }
         )
+    if as_json:
+        click.echo(json.dumps(infos[0] if len(infos) == 1 else infos, indent=2))
+        return
+    for info in infos:
+        age = "" if info["oldest_age_s"] is None else f", oldest {info['oldest_age_s']} s old"
+        where = f"{info['path']}: " if len(infos) > 1 else ""
+        click.echo(
+            f"{where}{info['batches']} batch(es), {info['points']} point(s), "
+            f"{info['bytes']} bytes{age}"
+        )
+        if info["rejected_batches"]:
+            click.echo(
+                f"{info['rejected_batches']} batch(es) that can never be sent are kept in "
+                f"{info['rejected_path']}",
+                err=True,
+            )
 
 
 @spool.command("flush")
 def spool_flush() -> None:
     """Send every waiting batch to InfluxDB now, oldest first."""
-    from energymon_pipeline.influx.writer import InfluxWriter
-
-    queue, target = _spool_and_target()
-    with InfluxWriter(target) as writer:
-        result = queue.flush(writer)
+    result = _write_path().flush()
+    for line in [*map(str, result.losses), *result.rejected]:
+        click.echo(f"warning: {line}", err=True)
     click.echo(
         f"sent {result.sent_batches} batch(es), {result.sent_points} point(s); "
-        f"{result.remaining_batches} batch(es) still waiting"
+        f"{result.backlog_batches} batch(es) still waiting"
     )
     if result.error is not None:
         raise EnergymonError(str(result.error))
 
 
 def _register_command_groups() -> None:
+    from energymon_pipeline.commands.latest import latest
     from energymon_pipeline.commands.profiles import profiles
 
     cli.add_command(profiles)
+    cli.add_command(latest)
 
 
 _register_command_groups()
 
 
 def main() -> None:
+    # The commands print what the library reports, one line each; without this, Python's
+    # last-resort handler would print the library's log records a second time.
+    logging.getLogger("energymon_pipeline").addHandler(logging.NullHandler())
     cli.main(prog_name="energymon")
 
 

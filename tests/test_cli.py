@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import sqlalchemy as sa
 
 from energymon_pipeline.registry import db
 
@@ -50,6 +51,41 @@ def test_db_upgrade_reports_and_is_idempotent(energymon):
     second = energymon("db", "upgrade")
     assert second.exit_code == 0
     assert f"already up to date ({db.revisions()[-1]})" in second.stdout
+
+
+def test_db_upgrade_reports_rows_polls_will_skip(energymon, registry_url):
+    # Rows written past validation (by the original system or a SQL client) stay as they
+    # are; the upgrade names them, one line each, and succeeds.
+    assert energymon("db", "upgrade").exit_code == 0
+    engine = db.create_engine(registry_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO energy_meters (id, host, port, slave_address, type, description) "
+                "VALUES (5, 'h', 502, 1, 'virtual_modbustcp', :d)"
+            ),
+            {"d": "a\nb"},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO registers (type, register_address, measurement_name, data_type, "
+                "function_code, word_order, byte_order) "
+                "VALUES ('virtual_modbustcp', 9, '#x', 1, 3, 2, 2)"
+            )
+        )
+    engine.dispose()
+    result = energymon("db", "upgrade")
+    assert result.exit_code == 0
+    assert "already up to date" in result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("warning: register row id ")
+    assert "'#x'): skipped: measurement_name '#x' starts with '#'" in lines[0]
+    assert lines[1] == (
+        "warning: meter 5: skipped: description 'a\\nb' contains a line break; "
+        "allowed: printable text on one line"
+    )
+    assert 5 in meter_ids(energymon)  # kept, not deleted
 
 
 def test_commands_before_upgrade_say_what_to_do(energymon):
@@ -132,6 +168,17 @@ def test_meter_of_a_type_without_registers_is_a_warning(ready):
             ["--group", "north pole"],
             "poll_group 'north pole' is not allowed; allowed: 1-32 letters, digits, '-' or '_'",
         ),
+        (
+            ["--description", "hall\nB"],
+            "description 'hall\\nB' contains a line break; allowed: printable text on one line",
+        ),
+        (["--description", "a\tb"], "description 'a\\tb' contains the control character U+0009"),
+        (["--description", "C:\\"], "description 'C:\\\\' ends in a backslash"),
+        (["--type", "sdm\r630"], "type 'sdm\\r630' contains a line break"),
+        (["--host", "meter 1"], "host 'meter 1' is not a hostname or IP address; allowed: a name"),
+        (["--host", "http://10.0.0.9"], "host 'http://10.0.0.9' is not a hostname or IP address"),
+        (["--host", "10.0.0.9:502"], "host '10.0.0.9:502' is not a hostname or IP address"),
+        (["--host", "10.0.0.300"], "host '10.0.0.300' is not a hostname or IP address"),
     ],
 )
 def test_meter_bad_input_is_one_line_and_writes_nothing(ready, args, message):
@@ -209,6 +256,9 @@ BAD_ROWS = [
     ("sdm630,0,,V,3,4,2,2", "line 2, column measurement_name: measurement_name is empty"),
     ("sdm630,0,v,kilowatthours,3,4,2,2", "line 2, column data_unit: data_unit 'kilowatthours' is 13 characters long; allowed: at most 8"),
     ("sdm630,0,v,V,3,4,2", "line 2, column *: has 7 fields; allowed: 8, one per header column"),
+    ('sdm630,0,"a\nb",V,3,4,2,2', "line 2, column measurement_name: measurement_name 'a\\nb' contains a line break; allowed: printable text on one line"),
+    ("sdm630,0,#v,V,3,4,2,2", "line 2, column measurement_name: measurement_name '#v' starts with '#', which InfluxDB line protocol reads as a comment"),
+    ("sdm630,0,v,V\\,3,4,2,2", "line 2, column data_unit: data_unit 'V\\\\' ends in a backslash"),
 ]  # fmt: skip
 
 

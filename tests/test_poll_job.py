@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from energymon_pipeline.definitions import build_definitions
+from energymon_pipeline.influx.spool import Spool
 from energymon_pipeline.modbus.decode import encode_value
 from energymon_pipeline.modbus.types import DataType
 from energymon_pipeline.registry import db, queries
@@ -304,3 +305,31 @@ def test_bad_raw_retention_is_a_named_error(stack):
         SettingsError, match="INFLUXDB_RAW_RETENTION='forever' is not a retention period"
     ):
         build_definitions({**stack["env"], "INFLUXDB_RAW_RETENTION": "forever"})
+
+
+def test_data_the_spool_bounds_drop_is_reported_in_the_run(stack):
+    # InfluxDB has been down longer than the spool may keep a batch: the loss is an error
+    # event of the run, step metadata, and a field of the energymon_spool point, not only a
+    # log line on stderr.
+    stack["env"]["ENERGYMON_SPOOL_MAX_AGE"] = "1d"
+    two_days_ago = Spool(
+        stack["env"]["ENERGYMON_SPOOL_DIR"], 1 << 30, 86400, clock=lambda: time.time() - 172800
+    )
+    two_days_ago.append([f"old,id=1 value={i}.0 {i}" for i in range(5)])
+    influxd = stack["influxd"]
+    influxd.stop()
+    try:
+        logs: list = []
+        first = run_poll(stack, logs=logs)
+    finally:
+        influxd.start()
+    assert first.success
+    assert output_metadata(first, "write_readings")["points lost"].value == 5
+    errors = [r.user_message for r in logs if r.level == logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].startswith("spool: dropped 1 batch, oldest first (5 points, ")
+    assert errors[0].endswith("1 batch older than max_age_s=86400")
+    assert run_poll(stack).success  # InfluxDB is back: the first run's backlog arrives
+    spool_points = query(stack, 'SELECT "lost_points", "batches" FROM "energymon_spool"')
+    assert [(p["lost_points"], p["batches"]) for p in spool_points] == [(5, 1), (0, 0)]
+    assert query(stack, 'SELECT * FROM "old"') == []
