@@ -2,10 +2,11 @@
 # Makes sure the services the test suite talks to are installed and running on this machine:
 # PostgreSQL on 127.0.0.1:5432 (trust auth on this machine kind), and the `influxd` binary
 # (InfluxDB 1.x). influxd is only installed, never started as a system service: the test
-# fixture (tests/influx_fixtures.py) starts its own on free loopback ports in a temp folder.
+# fixture (tests/influx_fixtures.py) starts its own on free loopback ports in a temp folder, and
+# `make run` its private one (scripts/local-influxd.sh, which calls this script with `influxd`).
 # Also Chromium (Debian package `chromium`), which the browser test (tests/e2e/test_ui_browser.py)
 # drives through Python playwright; only installed, never started here.
-# Idempotent; bounded waits.
+# With arguments (postgres, influxd, chromium) only those. Idempotent; bounded waits.
 set -euo pipefail
 
 PG_HOST=127.0.0.1
@@ -159,9 +160,23 @@ ensure_chromium() {
   command -v chromium >/dev/null 2>&1
 }
 
-ensure_postgres
-log "PostgreSQL ready on $PG_HOST:$PG_PORT"
-ensure_influxd
-log "influxd installed: $(command -v influxd) ($(influxd version 2>/dev/null || echo 'version unknown'))"
-ensure_chromium
-log "chromium installed: $(command -v chromium) ($(chromium --version 2>/dev/null || echo 'version unknown'))"
+# The services named as arguments (postgres, influxd, chromium), or all of them: `make test`
+# needs all three, `make run` (scripts/local-influxd.sh) only influxd.
+services=("$@")
+[ "${#services[@]}" -gt 0 ] || services=(postgres influxd chromium)
+for service in "${services[@]}"; do
+  case $service in
+    postgres)
+      ensure_postgres
+      log "PostgreSQL ready on $PG_HOST:$PG_PORT" ;;
+    influxd)
+      ensure_influxd
+      log "influxd installed: $(command -v influxd) ($(influxd version 2>/dev/null || echo 'version unknown'))" ;;
+    chromium)
+      ensure_chromium
+      log "chromium installed: $(command -v chromium) ($(chromium --version 2>/dev/null || echo 'version unknown'))" ;;
+    *)
+      log "unknown service '$service' (known: postgres, influxd, chromium)"
+      exit 2 ;;
+  esac
+done
