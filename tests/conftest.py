@@ -30,8 +30,8 @@ def service_missing(message: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """A fresh PostgreSQL database for this test session, dropped at the end."""
+def postgres_admin():
+    """An AUTOCOMMIT engine on the machine's PostgreSQL, for creating test databases."""
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
@@ -39,16 +39,22 @@ def postgres_url() -> str:
     except sa.exc.OperationalError as error:
         admin.dispose()
         service_missing(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {error.orig}")
+    yield admin
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_admin) -> str:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
     name = f"energymon_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
+    with postgres_admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = sa.make_url(PG_ADMIN_URL).set(database=name)
     try:
         yield url.render_as_string(hide_password=False)
     finally:
-        with admin.connect() as connection:
+        with postgres_admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _reset_postgres(url: str) -> None:

@@ -3,11 +3,13 @@ shared by the GraphQL tests and the browser test, since starting it costs ~20 s 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e_system import RunningSystem, tail
+import sqlalchemy as sa
+from e2e_system import REGISTRY_SECRET, RunningSystem, tail
 
 from virtual_server.server import VirtualModbusServer
 
@@ -15,12 +17,27 @@ _current: RunningSystem | None = None
 
 
 @pytest.fixture(scope="session")
-def running_system(tmp_path_factory, influxd) -> Iterator[RunningSystem]:
+def e2e_registry_url(postgres_admin) -> Iterator[str]:
+    """A PostgreSQL database of the running system's own (other tests reset theirs while it
+    runs), as `postgresql://postgres:<secret>@...`: the plain scheme most users type."""
+    name = f"energymon_e2e_{uuid.uuid4().hex[:12]}"
+    with postgres_admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = postgres_admin.url.set(drivername="postgresql", password=REGISTRY_SECRET, database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with postgres_admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def running_system(tmp_path_factory, influxd, e2e_registry_url) -> Iterator[RunningSystem]:
     """The running webserver and daemon of this session (see the module docstring)."""
     global _current
     modbus = VirtualModbusServer({}, host="127.0.0.1", port=0)
     modbus.start_in_thread()
-    system = RunningSystem(tmp_path_factory.mktemp("e2e"), influxd, modbus)
+    system = RunningSystem(tmp_path_factory.mktemp("e2e"), influxd, modbus, e2e_registry_url)
     try:
         system.prepare()
         _current = system

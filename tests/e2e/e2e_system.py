@@ -1,8 +1,12 @@
 """The running system for the end-to-end tests (used through tests/e2e/conftest.py): the real
 `dagster-webserver` and `dagster-daemon run` as subprocesses, on a temp DAGSTER_HOME (the
 project's config/dagster.local.yaml as its dagster.yaml) with the project's workspace
-(config/workspace.local.yaml), an SQLite registry whose virtual meter (id 0) points at a real
-Modbus server, and the session's real influxd.
+(config/workspace.local.yaml), a PostgreSQL registry of its own whose virtual meter (id 0)
+points at a real Modbus server, and the session's real influxd.
+
+The registry is reached through ENERGYMON_DATABASE_URL in the form most users type
+(`postgresql://user:password@host/db`), with a password (`REGISTRY_SECRET`; the machine's
+trust auth ignores it) that must never show in the UI, the API, the run history or the logs.
 
 Both processes run in their own process groups and are stopped at the end whatever happened,
 with the code servers and run workers they spawned. Their logs are kept in the temp folder and
@@ -67,6 +71,8 @@ _SETTINGS_PREFIXES = (
 _PR_SET_PDEATHSIG = 1
 
 DONE_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
+#: The registry password of the running system (see the module docstring).
+REGISTRY_SECRET = f"registry-secret-{uuid.uuid4().hex}"
 
 
 def unavailable(message: str) -> None:
@@ -200,13 +206,13 @@ class RunningSystem:
 
     host = "127.0.0.1"
 
-    def __init__(self, root: Path, influxd, modbus: VirtualModbusServer) -> None:
+    def __init__(self, root: Path, influxd, modbus: VirtualModbusServer, registry_url: str) -> None:
         self.root = root
         self.influxd = influxd
         self.modbus = modbus
         self.influx_db = f"energymon_e2e_{uuid.uuid4().hex[:12]}"
-        self.registry_path = root / "registry.sqlite"
-        self.registry_url = f"sqlite:///{self.registry_path}"
+        #: `postgresql://postgres:<REGISTRY_SECRET>@host:port/db`.
+        self.registry_url = registry_url
         self.dagster_home = root / "dagster_home"
         self.port = _free_port()
         self.url = f"http://{self.host}:{self.port}"

@@ -6,10 +6,10 @@ sensor's connectivity run and read by the next scheduled poll run."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import time
 
+import psycopg2
 import pytest
 from e2e_system import (
     DONE_STATUSES,
@@ -179,12 +179,12 @@ def test_a_meter_inserted_with_sql_is_checked_by_the_sensor_then_polled_at_the_n
     # A user's plain SQL client and the original's columns only: the registry fills in the rest.
     system.modbus.devices[1] = DeviceMemory(holding_registers={0: NEW_METER_RAW})
     added_at = time.time()
-    connection = sqlite3.connect(system.registry_path)
+    connection = psycopg2.connect(system.registry_url)  # libpq takes the URL as it is
     try:
-        with connection:
-            connection.execute(
+        with connection, connection.cursor() as cursor:
+            cursor.execute(
                 "INSERT INTO energy_meters (id, host, port, slave_address, type, description) "
-                "VALUES (?, '127.0.0.1', ?, 1, 'virtual_modbustcp', 'added by the e2e test')",
+                "VALUES (%s, '127.0.0.1', %s, 1, 'virtual_modbustcp', 'added by the e2e test')",
                 (NEW_METER_ID, system.modbus.port),
             )
     finally:
