@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from energymon_pipeline import settings
 from energymon_pipeline.errors import RegistryError
@@ -90,6 +90,12 @@ def upgrade(engine: Engine) -> list[str]:
             command.upgrade(config, "head")
     except OperationalError as error:
         raise unreachable(engine, error) from None
+    except DBAPIError as error:  # e.g. a role that does not own the tables: nothing applied
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise RegistryError(
+            f"cannot upgrade the registry database {describe(engine)} (nothing was changed): "
+            f"{reason}"
+        ) from None
     return list(reversed(pending))
 
 
