@@ -70,9 +70,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
         resources={
             # Outputs stay in memory: a poll run every minute writes no pickles to disk.
             "io_manager": dg.mem_io_manager,
-            "registry": RegistryResource(
-                database_url=_secret(env, "ENERGYMON_DATABASE_URL") or ""
-            ),
+            "registry": RegistryResource(database_url=_secret(env, "ENERGYMON_DATABASE_URL") or ""),
             "influx": InfluxResource(
                 host=influx.host,
                 port=influx.port,
