@@ -67,6 +67,9 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
             ),
             *build_rollup_schedules(rollup_hourly, rollup_daily),
         ],
+        # Every job runs its ops in the run's own process, one after another: no subprocess
+        # per op for a poll run every minute.
+        executor=dg.in_process_executor,
         resources={
             # Outputs stay in memory: a poll run every minute writes no pickles to disk.
             "io_manager": dg.mem_io_manager,

@@ -1,5 +1,6 @@
-"""The jobs. The poll job runs every minute: in-process executor (no subprocess per op) and
-the in-memory IO manager bound in definitions.py (no pickles on disk)."""
+"""The jobs. The poll job runs every minute: the in-process executor (no subprocess per op)
+and the in-memory IO manager (no pickles on disk) are set once, for every job, in
+definitions.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ POLL_JOB = "poll_meters_job"
 @dg.job(
     name=POLL_JOB,
     description="Read every enabled meter, validate the readings and write them to InfluxDB.",
-    executor_def=dg.in_process_executor,
     tags={"energymon/kind": "poll"},
 )
 def poll_meters_job() -> None:
@@ -29,7 +29,6 @@ def poll_meters_job() -> None:
 
 @dg.job(
     description="Delete Dagster runs older than DAGSTER_RUN_RETENTION_DAYS.",
-    executor_def=dg.in_process_executor,
 )
 def purge_old_runs_job() -> None:
     purge_old_runs()
@@ -37,7 +36,6 @@ def purge_old_runs_job() -> None:
 
 @dg.job(
     description="Check that one meter answers: TCP connect, then a read of its first register.",
-    executor_def=dg.in_process_executor,
     tags={"energymon/kind": "connectivity"},
 )
 def connectivity_check_job() -> None:
@@ -55,7 +53,6 @@ def build_rollup_jobs(start_date: str, timezone: str) -> tuple[dg.JobDefinition,
         partitions_def=dg.HourlyPartitionsDefinition(
             start_date=f"{start_date}-00:00", timezone=timezone
         ),
-        executor_def=dg.in_process_executor,
         tags={"energymon/kind": "rollup"},
     )
     def energy_rollup_job() -> None:
@@ -65,7 +62,6 @@ def build_rollup_jobs(start_date: str, timezone: str) -> tuple[dg.JobDefinition,
         name="energy_rollup_daily_job",
         description="One day of hourly rollups rolled up again.",
         partitions_def=dg.DailyPartitionsDefinition(start_date=start_date, timezone=timezone),
-        executor_def=dg.in_process_executor,
         tags={"energymon/kind": "rollup"},
     )
     def energy_rollup_daily_job() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from energymon_pipeline.cron import CronTrigger
+from energymon_pipeline.ops.maintenance import PurgeConfig
+from energymon_pipeline.ops.poll import PollConfig
 
 IN_PROGRESS = [
     dg.DagsterRunStatus.QUEUED,
@@ -59,18 +61,16 @@ def build_poll_schedule(
             )
         scheduled = context.scheduled_execution_time
         return dg.RunRequest(
-            run_config={
-                "ops": {
-                    "load_definitions": {
-                        "config": {
-                            "sample_seconds": list(poll.seconds),
-                            "scheduled_minute": scheduled.isoformat(),
-                            "read_concurrency": read_concurrency,
-                            "group": group,
-                        }
-                    }
+            run_config=dg.RunConfig(
+                ops={
+                    "load_definitions": PollConfig(
+                        sample_seconds=list(poll.seconds),
+                        scheduled_minute=scheduled.isoformat(),
+                        read_concurrency=read_concurrency,
+                        group=group,
+                    )
                 }
-            },
+            ),
             tags={"energymon/scheduled_minute": scheduled.isoformat(), GROUP_TAG: group_tag},
         )
 
@@ -87,7 +87,7 @@ def build_purge_schedule(
         execution_timezone=timezone,
         job=job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        run_config={"ops": {"purge_old_runs": {"config": {"retention_days": retention_days}}}},
+        run_config=dg.RunConfig(ops={"purge_old_runs": PurgeConfig(retention_days=retention_days)}),
         description=f"Deletes runs older than {retention_days} day(s).",
     )
 

@@ -11,6 +11,7 @@ import json
 
 import dagster as dg
 
+from energymon_pipeline.ops.connectivity import ConnectivityConfig
 from energymon_pipeline.registry import queries
 from energymon_pipeline.resources import RegistryResource
 
@@ -44,27 +45,24 @@ def build_new_meter_sensor(job: dg.JobDefinition, interval_s: int) -> dg.SensorD
         removed = sorted(set(seen) - {str(meter_id) for meter_id in versions}, key=int)
         if removed:
             context.log.info(f"meter(s) {', '.join(removed)} removed from the registry")
-        requests = [
-            dg.RunRequest(
-                run_key=f"meter-{meter_id}-{version}",
-                run_config={
-                    "ops": {"check_meter_connectivity": {"config": {"meter_id": int(meter_id)}}}
-                },
-                tags={"energymon/meter_id": meter_id},
-            )
+        changed = [
+            (meter_id, version)
             for meter_id, version in sorted(current.items(), key=lambda item: int(item[0]))
             if seen.get(meter_id) != version
         ]
         context.update_cursor(json.dumps(current, sort_keys=True))
-        if not requests:
+        if not changed:
             return dg.SkipReason(f"no new or changed meters among {len(current)} enabled")
-        context.log.info(
-            "checking meter(s) "
-            + ", ".join(
-                r.run_config["ops"]["check_meter_connectivity"]["config"]["meter_id"].__str__()
-                for r in requests
-            )  # fmt: skip
-        )
-        return requests
+        context.log.info(f"checking meter(s) {', '.join(meter_id for meter_id, _ in changed)}")
+        return [
+            dg.RunRequest(
+                run_key=f"meter-{meter_id}-{version}",
+                run_config=dg.RunConfig(
+                    ops={"check_meter_connectivity": ConnectivityConfig(meter_id=int(meter_id))}
+                ),
+                tags={"energymon/meter_id": meter_id},
+            )
+            for meter_id, version in changed
+        ]
 
     return new_meter_sensor

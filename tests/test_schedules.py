@@ -27,7 +27,10 @@ def evaluate(schedule, when: datetime, instance=None):
     return schedule.evaluate_tick(context)
 
 
-def config_of(request: dg.RunRequest) -> dict:
+def config_of(request: dg.RunRequest, job: dg.JobDefinition = poll_meters_job) -> dict:
+    """The op config a tick requests, after checking that the run config is valid for the job
+    (what the daemon would refuse to launch)."""
+    dg.validate_run_config(job, request.run_config)
     return request.run_config["ops"]["load_definitions"]["config"]
 
 
@@ -39,8 +42,12 @@ def test_default_schedule_polls_every_minute_at_second_0():
     when = datetime(2026, 11, 27, 12, 34, tzinfo=UTC)
     with dg.instance_for_test() as instance:
         [request] = evaluate(schedule, when, instance).run_requests
-    assert config_of(request)["sample_seconds"] == [0]
-    assert config_of(request)["scheduled_minute"] == when.isoformat()
+    assert config_of(request) == {
+        "sample_seconds": [0],
+        "scheduled_minute": when.isoformat(),
+        "read_concurrency": 64,
+        "dry_run": False,
+    }
 
 
 def test_custom_cron_values_and_time_zone():
@@ -99,6 +106,7 @@ def test_purge_schedule_uses_the_retention_days():
         [request] = evaluate(
             schedule, datetime(2026, 11, 27, 3, 17, tzinfo=UTC), instance
         ).run_requests
+    dg.validate_run_config(purge_old_runs_job, request.run_config)
     assert request.run_config["ops"]["purge_old_runs"]["config"]["retention_days"] == 30
 
 

@@ -27,6 +27,9 @@ def tick(registry_url: str, cursor: str | None):
 
 
 def checked_ids(result) -> list[int]:
+    """The meters a tick requests checks of; each request's run config is valid for the job."""
+    for request in result.run_requests or []:
+        dg.validate_run_config(connectivity_check_job, request.run_config)
     return [
         r.run_config["ops"]["check_meter_connectivity"]["config"]["meter_id"]
         for r in result.run_requests or []
