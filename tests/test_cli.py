@@ -353,3 +353,34 @@ def test_real_entry_point_prints_no_traceback(registry_url, tmp_path):
     assert result.stderr == (
         "error: meter not added: port 99999 is not allowed; allowed: 1-65535\n"
     )
+
+
+def test_every_command_module_is_registered():
+    """Each command group lives in its own module under energymon_pipeline/commands; a module
+    whose command is not registered in cli.py would be unreachable."""
+    import importlib
+    import pkgutil
+
+    import click
+
+    import energymon_pipeline.commands as commands
+    from energymon_pipeline.cli import cli
+
+    top_level = set()
+    for info in pkgutil.iter_modules(commands.__path__):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        found = [v for v in vars(module).values() if isinstance(v, click.Command)]
+        below = {c for v in found if isinstance(v, click.Group) for c in v.commands.values()}
+        top_level |= {c for c in found if c not in below}
+    assert {c.name for c in top_level} == set(cli.commands)
+    assert set(cli.commands) >= {"db", "meters", "registers", "read", "probe", "spool"}
+
+
+def test_module_entry_point_lists_every_command():
+    """`python -m energymon_pipeline.cli` works like the installed `energymon` script."""
+    result = subprocess.run([sys.executable, "-m", "energymon_pipeline.cli", "--help"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines()
+              if line.strip()}  # fmt: skip
+    assert listed == {"db", "latest", "meters", "probe", "profiles", "read", "registers", "spool"}

@@ -1,2 +1,2 @@
-"""Command groups of the `energymon` CLI that live outside cli.py, each registered there with
-`cli.add_command(...)`."""
+"""The command groups of the `energymon` CLI, one module each; `energymon_pipeline.cli` holds
+the root group and registers them."""

@@ -7,22 +7,17 @@ import json
 
 import click
 
+from energymon_pipeline.commands.output import print_table
 from energymon_pipeline.errors import EnergymonError
 
-COLUMNS = ("METER", "DESCRIPTION", "MEASUREMENT", "VALUE", "UNIT", "TIME (UTC)")
-
-
-def _text(value: object) -> str:
-    return "" if value is None else str(value)
-
-
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    lines = [COLUMNS, *rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
-    for line in lines:
-        click.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        )
+COLUMNS = [
+    ("meter_id", "METER"),
+    ("description", "DESCRIPTION"),
+    ("measurement", "MEASUREMENT"),
+    ("value", "VALUE"),
+    ("unit", "UNIT"),
+    ("time", "TIME (UTC)"),
+]
 
 
 @click.command("latest")
@@ -63,16 +58,4 @@ def latest(meter_id: int | None, as_json: bool) -> None:
             "`make run` every minute)"
         )
     else:
-        _print_table(
-            [
-                (
-                    _text(r.meter_id),
-                    _text(r.description),
-                    r.measurement,
-                    _text(r.value),
-                    _text(r.unit),
-                    r.time_text,
-                )
-                for r in readings
-            ]
-        )
+        print_table([r.as_dict() for r in readings], COLUMNS)

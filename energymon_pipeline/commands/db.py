@@ -1,0 +1,32 @@
+"""`energymon db`: the registry database's schema."""
+
+from __future__ import annotations
+
+import click
+
+from energymon_pipeline.commands.errors import UserErrorGroup
+from energymon_pipeline.registry import db
+from energymon_pipeline.registry.definitions import load_definitions
+
+
+@click.group(cls=UserErrorGroup, name="db")
+def db_group() -> None:
+    """The registry database schema."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Create the registry, adopt the original system's tables, or apply new migrations.
+
+    Running it again when the schema is current changes nothing."""
+    engine = db.create_engine()
+    applied = db.upgrade(engine)
+    target = db.describe(engine)
+    if applied:
+        click.echo(f"registry {target}: applied migration(s) {', '.join(applied)}")
+    else:
+        click.echo(f"registry {target}: already up to date ({db.current_revision(engine)})")
+    # Rows written past validation (the original system, a SQL client) are kept as they are;
+    # polls skip them, and this says which and why.
+    for problem in load_definitions(engine, include_disabled=True).problems:
+        click.echo(f"warning: {problem}", err=True)

@@ -1,0 +1,198 @@
+"""`energymon read` and `energymon probe`: one meter read now, the way a poll run reads it,
+printed for a person (or as JSON). `read` takes the meter from the registry, `probe` reads
+consecutive values of a device the registry does not know yet."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from energymon_pipeline.commands.errors import EXIT_USER_ERROR
+from energymon_pipeline.commands.output import print_table
+from energymon_pipeline.errors import EnergymonError
+from energymon_pipeline.modbus.types import (
+    DataType,
+    Endpoint,
+    FunctionCode,
+    MeterSpec,
+    Order,
+    PlanOptions,
+    RegisterSpec,
+)
+from energymon_pipeline.registry import db
+from energymon_pipeline.registry.definitions import load_definitions
+
+#: The Modbus limit on one register read (function 3/4); bit reads (1/2) allow 2000.
+MAX_REGISTERS_PER_READ = 125
+_PROBE_LABELS = {FunctionCode.READ_COILS: "coil", FunctionCode.READ_DISCRETE_INPUTS: "input"}
+
+
+def _result_rows(result) -> list[dict[str, Any]]:
+    return [
+        {
+            "measurement": r.register.measurement,
+            "value": r.value,
+            "unit": r.register.unit,
+            "address": r.register.address,
+            "function_code": int(r.register.function_code),
+            "time": datetime.fromtimestamp(r.time, UTC).isoformat(),
+        }
+        for r in result.readings
+    ]
+
+
+def _report_read(result, as_json: bool, source: str) -> None:
+    """Print one meter's readings (and its errors, one line each naming `source`, the meter
+    or host) for `read` and `probe`."""
+    rows = _result_rows(result)
+    summary = {
+        "meter": result.meter.meter_id,
+        "endpoint": str(result.meter.endpoint),
+        "ok": result.ok,
+        "requests": result.requests,
+        "latency_ms": None if result.mean_latency_ms is None else round(result.mean_latency_ms, 1),
+        "errors": list(dict.fromkeys(result.errors)),
+        "readings": rows,
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        for row in rows:
+            row["value"] = f"{row['value']:.10g}"
+        print_table(
+            rows,
+            [("measurement", "MEASUREMENT"), ("value", "VALUE"), ("unit", "UNIT"),
+             ("function_code", "FC"), ("address", "ADDRESS")],
+        )  # fmt: skip
+        latency = "" if summary["latency_ms"] is None else f", {summary['latency_ms']} ms/request"
+        click.echo(
+            f"-- {summary['endpoint']}: {len(rows)} value(s), {result.requests} request(s){latency}"
+        )
+        for error in summary["errors"]:
+            click.echo(f"error: {source}: {error}", err=True)
+    if not result.ok:
+        sys.exit(EXIT_USER_ERROR)
+
+
+@click.command("read")
+@click.argument("meter_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def read_meter(meter_id: int, as_json: bool) -> None:
+    """Read one meter from the registry now, the way a poll run does.
+
+    Exits 1 when any value could not be read (the values that could are still printed)."""
+    from energymon_pipeline.modbus.reader import read_meters_sync
+
+    definitions = load_definitions(db.create_engine(), meter_ids=[meter_id])
+    if not definitions.meters:
+        raise EnergymonError(
+            definitions.problems[0]
+            if definitions.problems
+            else f"meter {meter_id}: nothing to read"
+        )
+    for problem in definitions.problems:
+        click.echo(f"warning: {problem}", err=True)
+    [meter] = definitions.meters
+    _report_read(read_meters_sync([meter])[0], as_json, f"meter {meter_id} ({meter.endpoint})")
+
+
+@click.command("probe")
+@click.option("--host", required=True, help="Device or gateway host.")
+@click.option("--port", type=click.IntRange(1, 65535), default=502, show_default=True)
+@click.option(
+    "--unit",
+    type=click.IntRange(0, 255),
+    default=1,
+    show_default=True,
+    help="Modbus unit id (slave address).",
+)
+@click.option(
+    "--address",
+    type=click.IntRange(0, 65535),
+    required=True,
+    help="Zero-based protocol address of the first value (register 40001 -> 0).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1, 2000),
+    default=1,
+    show_default=True,
+    help="How many consecutive values to read in one request: for functions 3/4 values of "
+    "--type, at most 125 registers in all (125 INT16, 62 FLOAT32, 31 FLOAT64); for functions "
+    "1/2 bits, at most 2000.",
+)
+@click.option(
+    "--function",
+    "function_code",
+    type=click.IntRange(1, 4),
+    default=3,
+    show_default=True,
+    help="1 coils, 2 discrete inputs, 3 holding, 4 input registers.",
+)
+@click.option(
+    "--type",
+    "data_type",
+    default="FLOAT32",
+    show_default=True,
+    type=click.Choice(
+        [t.name for t in DataType] + [str(int(t)) for t in DataType], case_sensitive=False
+    ),
+    help="Data type name or code.",
+)
+@click.option(
+    "--word-order", type=click.Choice(["big", "little", "1", "2"]), default="big", show_default=True
+)
+@click.option(
+    "--byte-order", type=click.Choice(["big", "little", "1", "2"]), default="big", show_default=True
+)
+@click.option("--framer", type=click.Choice(["socket", "rtu"]), default="socket", show_default=True)
+@click.option(
+    "--timeout", "timeout_s", type=click.FloatRange(0.1, 60), default=3.0, show_default=True
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def probe(host, port, unit, address, count, function_code, data_type, word_order, byte_order,
+          framer, timeout_s, as_json) -> None:  # fmt: skip
+    """Ad-hoc read of consecutive values, for working out a new device's register map."""
+    from energymon_pipeline.modbus.reader import read_meters_sync
+
+    dtype = DataType(int(data_type)) if data_type.isdigit() else DataType[data_type.upper()]
+    fc = FunctionCode(function_code)
+    width = 1 if fc.is_bit else dtype.words
+    if address + width * count > 65536:
+        raise EnergymonError(
+            f"--address {address} + {count} value(s) of {width} register(s) runs past 65535"
+        )
+    if not fc.is_bit and width * count > MAX_REGISTERS_PER_READ:
+        raise EnergymonError(
+            f"--count {count} of {dtype.name} needs {width * count} registers; allowed: at most "
+            f"{MAX_REGISTERS_PER_READ} registers in one request"
+        )
+
+    def order(text: str) -> Order:
+        return Order.LITTLE if text in ("little", "1") else Order.BIG
+
+    label = _PROBE_LABELS.get(fc) or dtype.name.lower()
+    specs = tuple(
+        RegisterSpec(
+            measurement=f"{label}@{address + i * width}",
+            address=address + i * width,
+            data_type=dtype,
+            function_code=fc,
+            word_order=order(word_order),
+            byte_order=order(byte_order),
+        )
+        for i in range(count)
+    )
+    meter = MeterSpec(
+        meter_id=-1,
+        endpoint=Endpoint(host, port, unit, framer=framer, timeout_s=timeout_s, retries=0),
+        meter_type="probe",
+        description=None,
+        registers=specs,
+        plan_options=PlanOptions(max_gap=0),
+    )
+    _report_read(read_meters_sync([meter])[0], as_json, str(meter.endpoint))
