@@ -31,6 +31,7 @@ from pymodbus.client import AsyncModbusTcpClient, ModbusTcpClient
 
 from energymon_pipeline import readings
 from energymon_pipeline.influx.points import encode_readings
+from energymon_pipeline.influx.poll_health import health_lines, meter_counts
 from energymon_pipeline.influx.write_path import WritePath
 from energymon_pipeline.influx.writer import InfluxTarget
 from energymon_pipeline.modbus.plan import plan_requests
@@ -87,8 +88,8 @@ class OursCycle:
         clock.stage("validate")
         now = datetime.now(UTC)
         encoded = encode_readings(frame)
-        counts = readings.meter_counts(encoded.written, validated.dropped + encoded.dropped)
-        health = readings.health_lines(results, counts, now)
+        counts = meter_counts(encoded.written, validated.dropped + encoded.dropped)
+        health = health_lines(results, counts, now)
         clock.stage("lines")
         path = WritePath(self.target, self.spool_dir, SPOOL_MAX_BYTES, SPOOL_MAX_AGE_S)
         path.append(encoded.lines, health)

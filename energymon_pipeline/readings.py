@@ -10,17 +10,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from energymon_pipeline.influx.points import PointError, poll_health_line
 from energymon_pipeline.modbus.reader import MeterResult
-
-COLUMNS = ["time", "meter_id", "description", "meter_type", "measurement", "unit", "value"]
 
 
 class ReadingsModel(pa.DataFrameModel):
@@ -55,9 +51,6 @@ class Validated:
     @property
     def dropped_total(self) -> int:
         return sum(self.dropped.values())
-
-    def dropped_for(self, meter_id: int) -> int:
-        return sum(n for (mid, _), n in self.dropped.items() if mid == meter_id)
 
 
 def empty_frame() -> pd.DataFrame:
@@ -118,65 +111,3 @@ def validate(results: Iterable[MeterResult]) -> Validated:
     )
     frame["time"] = frame["time"].astype("datetime64[ns, UTC]")
     return Validated(ReadingsModel.validate(frame), dropped)
-
-
-@dataclass
-class MeterCounts:
-    """What became of one meter's values in a run: written, or dropped and why."""
-
-    written: int = 0
-    dropped: Counter = field(default_factory=Counter)
-
-    @property
-    def dropped_total(self) -> int:
-        return sum(self.dropped.values())
-
-    def describe_drops(self) -> list[str]:
-        return [f"dropped {n} value(s): {reason}" for reason, n in sorted(self.dropped.items())]
-
-
-def meter_counts(lines_per_meter: Counter, dropped: Counter) -> dict[int, MeterCounts]:
-    """Per meter id: the values written (`lines_per_meter`) and the drops (`dropped`, keyed
-    by (meter id, reason), from validation and encoding together)."""
-    counts: dict[int, MeterCounts] = {}
-    for meter_id, written in lines_per_meter.items():
-        counts.setdefault(int(meter_id), MeterCounts()).written = int(written)
-    for (meter_id, reason), n in dropped.items():
-        counts.setdefault(int(meter_id), MeterCounts()).dropped[reason] += int(n)
-    return counts
-
-
-def meter_ok(result: MeterResult, counts: MeterCounts) -> bool:
-    """Every configured value was read and every value read is written."""
-    return result.ok and not counts.dropped
-
-
-def health_lines(
-    results: list[MeterResult], counts: dict[int, MeterCounts], now: datetime
-) -> list[str]:
-    """One `energymon_poll` point per meter of a run: ok, latency, requests, the values
-    written, the values dropped, errors (failed requests plus reasons for dropped values).
-
-    A meter whose description or type line protocol cannot hold (a row written past
-    validation) still gets its point, identified by its id alone."""
-    lines = []
-    for r in results:
-        meter, count = r.meter, counts.get(r.meter.meter_id, MeterCounts())
-        fields = {
-            "time": now,
-            "meter_id": meter.meter_id,
-            "ok": meter_ok(r, count),
-            "latency_ms": r.mean_latency_ms,
-            "requests": r.requests,
-            "values": count.written,
-            "dropped": count.dropped_total,
-            "errors": len(r.errors) + len(count.dropped),
-        }
-        try:
-            line = poll_health_line(
-                description=meter.description, meter_type=meter.meter_type, **fields
-            )
-        except PointError:
-            line = poll_health_line(description=None, meter_type=None, **fields)
-        lines.append(line)
-    return lines

@@ -6,24 +6,17 @@ would multiply event-log rows by the meter count every minute.
 
 import asyncio
 import time
-import warnings
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
-from dagster_pandera import pandera_schema_to_dagster_type
 
 from energymon_pipeline import readings
 from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.modbus.reader import DEFAULT_CONCURRENCY, MeterResult
 from energymon_pipeline.modbus.reader import read_meters as read_all
-from energymon_pipeline.modbus.types import MeterSpec
+from energymon_pipeline.ops.types import PollPlan, ReadingsFrame
 from energymon_pipeline.registry.definitions import load_definitions as load_registry
 from energymon_pipeline.resources import RegistryResource
-
-with warnings.catch_warnings():  # dagster-pandera marks itself beta; the pin keeps it stable
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    ReadingsFrame = pandera_schema_to_dagster_type(readings.ReadingsModel)
 
 
 class PollConfig(dg.Config):
@@ -40,16 +33,6 @@ class PollConfig(dg.Config):
     #: The minute the schedule fired for (ISO 8601); empty means the current minute.
     scheduled_minute: str | None = None
     read_concurrency: int = DEFAULT_CONCURRENCY
-
-
-@dataclass
-class PollPlan:
-    """What `load_definitions` hands on: the meters, when to sample them, how to write."""
-
-    meters: list[MeterSpec]
-    sample_times: list[float]
-    dry_run: bool
-    read_concurrency: int
 
 
 def sample_times(seconds: list[int], minute: datetime, now: float) -> list[float]:
@@ -137,43 +120,3 @@ def validate_readings(context: dg.OpExecutionContext, results: list[MeterResult]
         output_name="readings",
     )
     return validated.frame, dict(validated.dropped)
-
-
-def meter_table(
-    results: list[MeterResult], counts: dict[int, readings.MeterCounts]
-) -> dg.TableMetadataValue:
-    """The per-meter table every poll run shows in the UI: `ok` only when every value was
-    read and written; `error` names failed requests and dropped values."""
-    records = []
-    for r in results:
-        count = counts.get(r.meter.meter_id, readings.MeterCounts())
-        errors = [r.error] if r.error else []
-        records.append(
-            dg.TableRecord(
-                {
-                    "meter": r.meter.meter_id,
-                    "description": r.meter.description or "",
-                    "ok": readings.meter_ok(r, count),
-                    "latency_ms": round(r.mean_latency_ms, 1)
-                    if r.mean_latency_ms is not None
-                    else None,
-                    "requests": r.requests,
-                    "values": count.written,
-                    "dropped": count.dropped_total,
-                    "error": "; ".join(errors + count.describe_drops()),
-                }
-            )
-        )
-    schema = dg.TableSchema(
-        columns=[
-            dg.TableColumn("meter", "int"),
-            dg.TableColumn("description", "string"),
-            dg.TableColumn("ok", "bool"),
-            dg.TableColumn("latency_ms", "float"),
-            dg.TableColumn("requests", "int"),
-            dg.TableColumn("values", "int"),
-            dg.TableColumn("dropped", "int"),
-            dg.TableColumn("error", "string"),
-        ]
-    )
-    return dg.MetadataValue.table(records, schema=schema)

@@ -20,11 +20,11 @@ import dagster as dg
 import pandas as pd
 
 from energymon_pipeline.influx.points import encode_readings
+from energymon_pipeline.influx.poll_health import MeterCounts, health_lines, meter_counts, meter_ok
 from energymon_pipeline.influx.spool import SpoolBusy
 from energymon_pipeline.influx.write_path import WriteOutcome
 from energymon_pipeline.modbus.reader import MeterResult
-from energymon_pipeline.ops.poll import PollPlan, ReadingsFrame, meter_table
-from energymon_pipeline.readings import MeterCounts, health_lines, meter_counts, meter_ok
+from energymon_pipeline.ops.types import PollPlan, ReadingsFrame
 from energymon_pipeline.resources import InfluxResource
 
 #: Retries of the whole op for failures outside InfluxDB (e.g. a full disk under the spool).
@@ -105,6 +105,46 @@ def write_readings(
     else:
         context.add_output_metadata(metadata)
     _fail_if_every_meter_failed(results)
+
+
+def meter_table(
+    results: list[MeterResult], counts: dict[int, MeterCounts]
+) -> dg.TableMetadataValue:
+    """The per-meter table every poll run shows in the UI: `ok` only when every value was
+    read and written; `error` names failed requests and dropped values."""
+    records = []
+    for r in results:
+        count = counts.get(r.meter.meter_id, MeterCounts())
+        errors = [r.error] if r.error else []
+        records.append(
+            dg.TableRecord(
+                {
+                    "meter": r.meter.meter_id,
+                    "description": r.meter.description or "",
+                    "ok": meter_ok(r, count),
+                    "latency_ms": round(r.mean_latency_ms, 1)
+                    if r.mean_latency_ms is not None
+                    else None,
+                    "requests": r.requests,
+                    "values": count.written,
+                    "dropped": count.dropped_total,
+                    "error": "; ".join(errors + count.describe_drops()),
+                }
+            )
+        )
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn("meter", "int"),
+            dg.TableColumn("description", "string"),
+            dg.TableColumn("ok", "bool"),
+            dg.TableColumn("latency_ms", "float"),
+            dg.TableColumn("requests", "int"),
+            dg.TableColumn("values", "int"),
+            dg.TableColumn("dropped", "int"),
+            dg.TableColumn("error", "string"),
+        ]
+    )
+    return dg.MetadataValue.table(records, schema=schema)
 
 
 def _merge(first: WriteOutcome, second: WriteOutcome) -> WriteOutcome:

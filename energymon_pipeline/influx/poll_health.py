@@ -1,0 +1,80 @@
+"""What became of each meter in a poll run, as the `energymon_poll` points Grafana shows.
+
+The write op, its per-meter table and the benchmark all count a meter's values the same way
+(`meter_counts`) and call a meter ok by the same rule (`meter_ok`), so the table in the UI and
+the health point in InfluxDB never disagree.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from energymon_pipeline.influx.points import PointError, poll_health_line
+
+if TYPE_CHECKING:
+    from energymon_pipeline.modbus.reader import MeterResult
+
+
+@dataclass
+class MeterCounts:
+    """What became of one meter's values in a run: written, or dropped and why."""
+
+    written: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def describe_drops(self) -> list[str]:
+        return [f"dropped {n} value(s): {reason}" for reason, n in sorted(self.dropped.items())]
+
+
+def meter_counts(lines_per_meter: Counter, dropped: Counter) -> dict[int, MeterCounts]:
+    """Per meter id: the values written (`lines_per_meter`) and the drops (`dropped`, keyed
+    by (meter id, reason), from validation and encoding together)."""
+    counts: dict[int, MeterCounts] = {}
+    for meter_id, written in lines_per_meter.items():
+        counts.setdefault(int(meter_id), MeterCounts()).written = int(written)
+    for (meter_id, reason), n in dropped.items():
+        counts.setdefault(int(meter_id), MeterCounts()).dropped[reason] += int(n)
+    return counts
+
+
+def meter_ok(result: MeterResult, counts: MeterCounts) -> bool:
+    """Every configured value was read and every value read is written."""
+    return result.ok and not counts.dropped
+
+
+def health_lines(
+    results: list[MeterResult], counts: dict[int, MeterCounts], now: datetime
+) -> list[str]:
+    """One `energymon_poll` point per meter of a run: ok, latency, requests, the values
+    written, the values dropped, errors (failed requests plus reasons for dropped values).
+
+    A meter whose description or type line protocol cannot hold (a row written past
+    validation) still gets its point, identified by its id alone."""
+    lines = []
+    for r in results:
+        meter, count = r.meter, counts.get(r.meter.meter_id, MeterCounts())
+        fields = {
+            "time": now,
+            "meter_id": meter.meter_id,
+            "ok": meter_ok(r, count),
+            "latency_ms": r.mean_latency_ms,
+            "requests": r.requests,
+            "values": count.written,
+            "dropped": count.dropped_total,
+            "errors": len(r.errors) + len(count.dropped),
+        }
+        try:
+            line = poll_health_line(
+                description=meter.description, meter_type=meter.meter_type, **fields
+            )
+        except PointError:
+            line = poll_health_line(description=None, meter_type=None, **fields)
+        lines.append(line)
+    return lines
