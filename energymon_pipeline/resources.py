@@ -7,13 +7,12 @@ objects that do the work, so the library layers stay free of dagster.
 from __future__ import annotations
 
 import dagster as dg
+from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
 
 from energymon_pipeline.influx.write_path import RAW_RETENTION_POLICY, WritePath
 from energymon_pipeline.influx.writer import InfluxTarget, InfluxWriter
 from energymon_pipeline.registry import db
-
-_ENGINES: dict[str, Engine] = {}
 
 
 class RegistryResource(dg.ConfigurableResource):
@@ -24,13 +23,26 @@ class RegistryResource(dg.ConfigurableResource):
 
     database_url: str = ""
 
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """One pooled engine for the run (or sensor tick): its ops share the connections."""
+        self._engine = db.create_engine(self.database_url or None)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Closes the engine's connections when the run or tick ends: the code server
+        evaluates a sensor tick after tick in one long-lived process."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
     def engine(self) -> Engine:
-        """One pooled engine per URL and process: poll runs every minute reuse connections."""
-        key = self.database_url
-        engine = _ENGINES.get(key)
-        if engine is None:
-            engine = _ENGINES[key] = db.create_engine(self.database_url or None)
-        return engine
+        if self._engine is None:
+            raise RuntimeError(
+                "RegistryResource has no engine outside a run or tick; build it with "
+                "dg.build_resources(...) or pass it to a run, sensor or schedule context"
+            )
+        return self._engine
 
 
 class InfluxResource(dg.ConfigurableResource):

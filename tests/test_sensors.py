@@ -9,7 +9,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from energymon_pipeline.jobs import connectivity_check_job
-from energymon_pipeline.registry import queries
+from energymon_pipeline.registry import db, queries
 from energymon_pipeline.resources import RegistryResource
 from energymon_pipeline.sensors import build_new_meter_sensor
 
@@ -17,12 +17,15 @@ SENSOR = build_new_meter_sensor(connectivity_check_job, 60)
 
 
 def tick(registry_url: str, cursor: str | None):
-    with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(
+    """One tick as the code server evaluates it: the context (and its resources) closed after."""
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_sensor_context(
             cursor=cursor,
             instance=instance,
             resources={"registry": RegistryResource(database_url=registry_url)},
-        )
+        ) as context,
+    ):
         return SENSOR.evaluate_tick(context)
 
 
@@ -105,3 +108,20 @@ def test_empty_table_is_a_skip_not_an_error(migrated, registry_url):
     assert not result.run_requests
     assert result.skip_message == "the energy_meters table is empty: nothing to check"
     assert json.loads(result.cursor) == {}
+
+
+def test_ticks_leave_no_engine_or_connection_behind(migrated, registry_url, monkeypatch):
+    """The code server evaluates tick after tick in one process: each tick's engine is its
+    own and is disposed (its pooled connections closed) when the tick ends."""
+    engines = []
+    create_engine = db.create_engine
+
+    def spy(url=None):
+        engines.append(create_engine(url))
+        return engines[-1]
+
+    monkeypatch.setattr(db, "create_engine", spy)
+    cursor = tick(registry_url, None).cursor
+    tick(registry_url, cursor)
+    assert len(engines) == 2, "one engine per tick, none kept between ticks"
+    assert [(e.pool.checkedin(), e.pool.checkedout()) for e in engines] == [(0, 0), (0, 0)]
