@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 
 from energymon_pipeline.cron import CronTrigger, cron_trigger
 from energymon_pipeline.errors import SettingsError
+from energymon_pipeline.influx.retention import RETENTION_ALLOWED, is_retention_period
 
 DEFAULT_DATA_DIR = ".energymon"
 
@@ -202,12 +203,10 @@ def influx(env: Mapping[str, str] | None = None) -> InfluxSettings:
         )
     database = env.get("INFLUXDB_DB", "").strip() or "influx_default"
     raw_retention = env.get("INFLUXDB_RAW_RETENTION", "").strip() or None
-    if raw_retention is not None and not (
-        re.fullmatch(r"\d+[hdw]", raw_retention) and retention_hours(raw_retention) >= 1
-    ):
+    if raw_retention is not None and not is_retention_period(raw_retention):
         raise SettingsError(
             f"INFLUXDB_RAW_RETENTION={raw_retention!r} is not a retention period; allowed: "
-            "a whole number of hours, days or weeks, at least 1h (e.g. 90d, 12w, 2160h)"
+            f"{RETENTION_ALLOWED}"
         )
     return InfluxSettings(
         raw_retention=raw_retention,
@@ -384,16 +383,3 @@ def _groups(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     if len(set(groups)) != len(groups):
         raise SettingsError(f"{name}={raw!r} names a group twice")
     return tuple(groups)
-
-
-def retention_hours(duration: str) -> float | None:
-    """Hours of an InfluxQL retention duration as written (90d, 12w, 2160h) or as InfluxDB
-    reports it (2160h0m0s); None when it is neither."""
-    text = duration.strip()
-    short = re.fullmatch(r"(\d+)([hdw])", text)
-    if short:
-        return int(short[1]) * {"h": 1, "d": 24, "w": 168}[short[2]]
-    full = re.fullmatch(r"(\d+)h(\d+)m(\d+)s", text)
-    if full:
-        return int(full[1]) + int(full[2]) / 60 + int(full[3]) / 3600
-    return None

@@ -17,7 +17,7 @@ from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
 from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.influx.points import PRECISION
-from energymon_pipeline.settings import retention_hours
+from energymon_pipeline.influx.retention import retention_hours
 
 # InfluxDB's guidance for 1.x is batches of about 5000 points; a spooled batch larger than that
 # goes out in several requests (re-sending all of them after a failure is harmless).
