@@ -87,7 +87,7 @@ def test_failed_checks_fail_the_run_with_their_message(
     elif case == "exception":
         modbus_server.devices[0] = DeviceMemory(holding_registers={5: 1})  # address 0 unmapped
         point_meter_0(env, modbus_server.port)
-        expected = ("modbus exception 2", "modbus exception 2 (illegal data address)")
+        expected = ("modbus exception 2", "modbus exception 2 (illegal address)")
     else:
         modbus_server.devices[0] = DeviceMemory()
         point_meter_0(env, modbus_server.port)

@@ -45,6 +45,7 @@ from enum import StrEnum
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerRTU
 
@@ -58,17 +59,16 @@ if _PYMODBUS_LOG.level == logging.NOTSET:
 
 _LOG = logging.getLogger(__name__)
 
-EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
+
+def exception_name(code: int | None) -> str:
+    """pymodbus's name for a Modbus exception code, in words (ILLEGAL_ADDRESS -> "illegal
+    address"); "unknown" for a code it does not define."""
+    try:
+        name = ExcCodes(code).name
+    except ValueError:
+        return "unknown"
+    # pymodbus 3.16 spells code 10 GATEWAY_PATH_UNAVIABLE.
+    return name.lower().replace("_", " ").replace("unaviable", "unavailable")
 
 
 class ErrorKind(StrEnum):
@@ -90,8 +90,7 @@ class ReadError:
 
     def __str__(self) -> str:
         if self.kind is ErrorKind.MODBUS_EXCEPTION:
-            name = EXCEPTION_NAMES.get(self.exception_code or 0, "unknown")
-            text = f"modbus exception {self.exception_code} ({name})"
+            text = f"modbus exception {self.exception_code} ({exception_name(self.exception_code)})"
         else:
             text = str(self.kind)
         return f"{text}: {self.detail}" if self.detail else text

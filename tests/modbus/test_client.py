@@ -359,3 +359,18 @@ def test_what_the_rtu_check_accepts_pymodbus_decodes(case):
     if check.status == "answer":
         _used, pdu = FramerRTU(DecodePDU(False)).handleFrame(buffer, 1, 0)
         assert_pymodbus_takes_it(pdu, request)
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (2, "modbus exception 2 (illegal address)"),
+        (7, "modbus exception 7 (negative acknowledge)"),
+        (10, "modbus exception 10 (gateway path unavailable)"),
+        (11, "modbus exception 11 (gateway no response)"),
+        (99, "modbus exception 99 (unknown)"),
+    ],
+)
+def test_exception_codes_are_named_by_pymodbus(code, text):
+    error = client.ReadError(client.ErrorKind.MODBUS_EXCEPTION, exception_code=code)
+    assert str(error) == text

@@ -167,7 +167,7 @@ def test_faults_hurt_only_their_own_meter(modbus_server, refused_port, silent_po
 
     assert by_name(exception_r) == {"ok": 7.0}
     assert exception_r.failed_values == 1
-    assert exception_r.error == "FC3 100-101 (missing): modbus exception 2 (illegal data address)"
+    assert exception_r.error == "FC3 100-101 (missing): modbus exception 2 (illegal address)"
 
     assert not wrong_unit_r.readings
     assert wrong_unit_r.error.startswith("FC4 0-35 (v0, v2, v4 +15): timeout")

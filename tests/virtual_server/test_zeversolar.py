@@ -187,7 +187,7 @@ def test_bridge_publishes_the_page_then_a_gap_never_zero(inverter, caplog):
             (result,) = read_meters_sync([meter(server.port)])
             assert result.readings == []  # a gap: no 0.0 anywhere
             assert result.failed_values == 2
-            assert "modbus exception 11 (gateway target device failed to respond)" in result.error
+            assert "modbus exception 11 (gateway no response)" in result.error
 
         inverter.mode = "good"
         inverter.page = GOOD_PAGE.replace("2345", "0").replace("17.62", "31.5")
