@@ -6,12 +6,20 @@ fields make the schedule's cron string and the second field becomes the list of 
 samples at within its minute. Validation is strict: a field that a cron library would accept
 but read differently from what the user meant (`*/90` for minutes fires once an hour) is an
 error that names the variable, its value and what is allowed.
+
+This is the only reader of cron fields in the project: the virtual server's update schedule,
+which has second resolution, takes its firing times from `next_firing`.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from energymon_pipeline.errors import SettingsError
 
@@ -110,4 +118,54 @@ def cron_trigger(env, prefix: str, defaults: tuple[str, str, str]) -> CronTrigge
         hours=expanded["HOUR"],
         minutes=expanded["MINUTE"],
         seconds=expanded["SECOND"],
+    )
+
+
+def next_firing(
+    hours: Sequence[int],
+    minutes: Sequence[int],
+    seconds: Sequence[int],
+    after: float,
+    timezone: str,
+) -> float:
+    """The first whole second strictly after `after` (epoch seconds) whose wall-clock time in
+    `timezone` has its hour in `hours`, its minute in `minutes` and its second in `seconds`
+    (each as `expand_field` returns them: sorted, not empty).
+
+    It walks forward in real time, a minute at a time past the minutes that do not fire
+    (every UTC offset in use is whole minutes). Daylight saving: wall-clock times that the
+    change repeats fire at each pass; selected times that it skips fire once, in the first
+    minute after the change at its first selected second, so a daily firing in the skipped
+    hour still happens that day.
+    """
+    zone = ZoneInfo(timezone)
+    hour_set, minute_set = frozenset(hours), frozenset(minutes)
+
+    def selected(wall: datetime) -> bool:
+        return wall.hour in hour_set and wall.minute in minute_set
+
+    def wall_clock(moment: int) -> datetime:
+        return datetime.fromtimestamp(moment, zone).replace(tzinfo=None)
+
+    previous = math.floor(after)
+    previous_wall = wall_clock(previous)
+    moment = previous + 1
+    # Every day has a firing, unless a daylight-saving change skips all of its selected times.
+    give_up = moment + 3 * 86400
+    while moment < give_up:
+        wall = wall_clock(moment)
+        skipped = previous_wall + timedelta(seconds=moment - previous)
+        while skipped < wall:  # the clock jumped forward past [skipped, wall)
+            if selected(skipped):
+                return float(moment + seconds[0] - wall.second)
+            skipped += timedelta(minutes=1)
+        if selected(wall):
+            position = bisect.bisect_left(seconds, wall.second)
+            if position < len(seconds):
+                return float(moment + seconds[position] - wall.second)
+        previous, previous_wall = moment, wall
+        moment += 60 - wall.second
+    raise ValueError(
+        f"no firing within 3 days after {after} for hours {list(hours)}, minutes "
+        f"{list(minutes)}, seconds {list(seconds)} in {timezone}"
     )

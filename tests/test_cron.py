@@ -3,10 +3,12 @@ string, the sample seconds."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from energymon_pipeline import settings
-from energymon_pipeline.cron import cron_trigger, expand_field
+from energymon_pipeline.cron import FIELD_RANGES, cron_trigger, expand_field, next_firing
 from energymon_pipeline.errors import SettingsError
 
 ALLOWED = "allowed: `*`, `*/n`, `a`, `a-b`, `a-b/n` or a comma-separated list of those"
@@ -75,6 +77,58 @@ def test_expand_field_forms():
     assert expand_field("X", "*/20", 0, 59) == [0, 20, 40]
     assert expand_field("X", "5/20", 0, 59) == [5, 25, 45]
     assert expand_field("X", "1-3,7, 9", 0, 59) == [1, 2, 3, 7, 9]
+
+
+def utc(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def firings(hour: str, minute: str, second: str, start: str, count: int, zone: str) -> list[str]:
+    """The next `count` firings after `start` (UTC), each as UTC time of day."""
+    fields = [expand_field("X", v, *FIELD_RANGES[n]) for n, v in
+              (("HOUR", hour), ("MINUTE", minute), ("SECOND", second))]  # fmt: skip
+    moment, out = utc(start), []
+    for _ in range(count):
+        moment = next_firing(*fields, moment, zone)
+        out.append(datetime.fromtimestamp(moment, UTC).strftime("%m-%d %H:%M:%S"))
+    return out
+
+
+def test_next_firing_is_strictly_after_and_keeps_to_the_fields():
+    assert firings("*", "*", "*/20", "2024-01-10 12:00:00", 4, "UTC") == [
+        "01-10 12:00:20", "01-10 12:00:40", "01-10 12:01:00", "01-10 12:01:20"
+    ]  # fmt: skip
+    assert firings("6-7", "0,30", "5", "2024-01-10 12:00:00", 3, "UTC") == [
+        "01-11 06:00:05", "01-11 06:30:05", "01-11 07:00:05"
+    ]  # fmt: skip
+    midnight = utc("2024-01-10 00:00:00")
+    assert next_firing([0], [0], [0], midnight, "UTC") == midnight + 86400
+    assert next_firing(range(24), range(60), [0], midnight - 0.5, "UTC") == midnight
+
+
+def test_next_firing_reads_the_fields_on_the_wall_clock_of_the_zone():
+    # 01:00 in Warsaw is 00:00 UTC in winter and 23:00 UTC the day before in summer.
+    assert firings("1", "0", "0", "2024-01-10 12:00:00", 1, "Europe/Warsaw") == ["01-11 00:00:00"]
+    assert firings("1", "0", "0", "2024-07-10 12:00:00", 1, "Europe/Warsaw") == ["07-10 23:00:00"]
+
+
+def test_next_firing_across_daylight_saving_changes():
+    # Warsaw, 2024-03-31: 02:00 CET jumps to 03:00 CEST (01:00 UTC). 02:30 does not exist that
+    # day: it fires once at the change instead, then at 02:30 CEST the day after.
+    assert firings("2", "30", "0", "2024-03-30 12:00:00", 2, "Europe/Warsaw") == [
+        "03-31 01:00:00", "04-01 00:30:00"
+    ]  # fmt: skip
+    # Every 20 minutes from 01:00 to 03:59: the firings of the skipped hour do not add one to
+    # 03:00:07 CEST, which fires anyway.
+    assert firings("1-3", "*/20", "7", "2024-03-30 23:30:00", 6, "Europe/Warsaw") == [
+        "03-31 00:00:07", "03-31 00:20:07", "03-31 00:40:07",
+        "03-31 01:00:07", "03-31 01:20:07", "03-31 01:40:07",
+    ]  # fmt: skip
+    # 2024-10-27: 03:00 CEST falls back to 02:00 CET (01:00 UTC). 02:30 happens twice: it
+    # fires at each.
+    assert firings("2", "30", "0", "2024-10-26 12:00:00", 3, "Europe/Warsaw") == [
+        "10-27 00:30:00", "10-27 01:30:00", "10-28 01:30:00"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -1,23 +1,19 @@
 """When the virtual server refreshes its values: the original's three cron fields, with seconds.
 
-The fields are validated by `energymon_pipeline.cron` (the same rules and messages as the
-pipeline's schedules); the firing times come from croniter, whose six-field form takes the
-second as its last field. Times are local to TZ (default UTC), as the original's schedules
-were, so an `HOUR` field means the hour on the wall clock of the site.
+The fields are read by `energymon_pipeline.cron`, the same rules, messages and firing
+times as the pipeline's schedules. Times are local to TZ (default UTC), as the original's
+schedules were, so an `HOUR` field means the hour on the wall clock of the site.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from energymon_pipeline import settings
-from energymon_pipeline.cron import FIELD_RANGES, expand_field
+from energymon_pipeline.cron import FIELD_RANGES, expand_field, next_firing
 
 __all__ = ["UpdateSchedule"]
 
@@ -31,11 +27,20 @@ class UpdateSchedule:
     minute: str = "*/1"
     second: str = "50"
     timezone: str = "UTC"
+    #: The hours, minutes and seconds the fields select.
+    _selected: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name, value in (("HOUR", self.hour), ("MINUTE", self.minute), ("SECOND", self.second)):
-            expand_field(f"update schedule {name.lower()}", value, *FIELD_RANGES[name])
+        selected = tuple(
+            tuple(expand_field(f"update schedule {name.lower()}", value, *FIELD_RANGES[name]))
+            for name, value in (
+                ("HOUR", self.hour),
+                ("MINUTE", self.minute),
+                ("SECOND", self.second),
+            )
+        )
         ZoneInfo(self.timezone)  # an unknown zone fails here, not at the first tick
+        object.__setattr__(self, "_selected", selected)
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> UpdateSchedule:
@@ -50,21 +55,9 @@ class UpdateSchedule:
         """For tests and demos: a refresh every second."""
         return cls(hour="*", minute="*", second="*")
 
-    @property
-    def expression(self) -> str:
-        """The croniter expression: minute hour day month weekday second."""
-        return f"{_field(self.minute)} {_field(self.hour)} * * * {_field(self.second)}"
-
     def next_after(self, moment: float) -> float:
         """The first firing strictly after `moment` (epoch seconds)."""
-        start = datetime.fromtimestamp(moment, ZoneInfo(self.timezone))
-        return croniter(self.expression, start).get_next(float)
+        return next_firing(*self._selected, moment, self.timezone)
 
     def __str__(self) -> str:
         return f"hour {self.hour} minute {self.minute} second {self.second} ({self.timezone})"
-
-
-def _field(value: str) -> str:
-    """A cron field without the blanks a user may put after commas (croniter splits the
-    expression on blanks)."""
-    return ",".join(term.strip() for term in value.strip().split(","))
