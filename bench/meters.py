@@ -14,7 +14,6 @@ from energymon_pipeline.modbus.types import (
     Order,
     RegisterSpec,
 )
-from energymon_pipeline.registry.definitions import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
 from energymon_pipeline.registry.profiles import profile_rows
 
 METER_TYPE = "sdm630"
@@ -50,8 +49,6 @@ def meter_specs(endpoints: Iterable[dict]) -> list[MeterSpec]:
                 host=member["host"],
                 port=member["port"],
                 unit_id=member["unit"],
-                timeout_s=DEFAULT_TIMEOUT_S,
-                retries=DEFAULT_RETRIES,
             ),
             meter_type=METER_TYPE,
             description=f"bench meter {1 + member['index']}",

@@ -8,7 +8,6 @@ docs/configuration.md.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 from energymon_pipeline.cron import CronTrigger, cron_trigger
 from energymon_pipeline.errors import SettingsError
 from energymon_pipeline.influx.retention import RETENTION_ALLOWED, is_retention_period
+from energymon_pipeline.registry.validation import POLL_GROUP_ALLOWED, is_poll_group
 
 DEFAULT_DATA_DIR = ".energymon"
 
@@ -375,10 +375,10 @@ def _groups(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         return ()
     groups = [g.strip() for g in raw.split(",") if g.strip()]
     for group in groups:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", group):
+        if not is_poll_group(group):
             raise SettingsError(
                 f"{name}={raw!r} has the group {group!r}; allowed: a comma-separated list of "
-                "names of 1-32 letters, digits, '-' or '_' (`default` = meters without a group)"
+                f"names of {POLL_GROUP_ALLOWED} (`default` = meters without a group)"
             )
     if len(set(groups)) != len(groups):
         raise SettingsError(f"{name}={raw!r} names a group twice")

@@ -279,9 +279,9 @@ class BlockDecoder:
 
 
 def _layout(data_type: DataType, word_order: Order, byte_order: Order):
-    data_type = _data_type(data_type)
-    word_order = _order(word_order, "word_order") if data_type.words > 1 else Order.BIG
-    return data_type, word_order, _order(byte_order, "byte_order")
+    # A RegisterSpec's codes are enums already, checked where the row entered (the registry's
+    # validation, the probe's options); only word order is normalised for one-word types.
+    return data_type, word_order if data_type.words > 1 else Order.BIG, byte_order
 
 
 # Decoders keyed by id(request), each entry holding its request, so the id cannot be reused by

@@ -12,13 +12,24 @@ the merged read every poll. The memory is per process on purpose: after a restar
 read is tried again (a firmware update or a corrected register map may have fixed it).
 
 Addresses are zero-based protocol addresses, sent as stored.
+
+Inputs are checked where they enter, not here: registry rows (data type, address ranges, the
+per-meter options) by registry/validation.py, the probe's by its command-line options. A plan
+for anything else (a benchmark's fleet, a test) is the caller's responsibility.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from energymon_pipeline.modbus.types import FunctionCode, PlanOptions, ReadRequest, RegisterSpec
+from energymon_pipeline.modbus.types import (
+    MAX_BITS_PER_REQUEST,
+    MAX_REGISTERS_PER_REQUEST,
+    FunctionCode,
+    PlanOptions,
+    ReadRequest,
+    RegisterSpec,
+)
 
 __all__ = [
     "DEFAULT_OPTIONS",
@@ -27,52 +38,13 @@ __all__ = [
     "MeterPlanner",
     "SplitKey",
     "plan_requests",
-    "validate_options",
 ]
 
-MAX_REGISTERS_PER_REQUEST = 125
-"""The Modbus limit for one FC 3/4 read, whatever the options say."""
-MAX_BITS_PER_REQUEST = 2000
-"""The Modbus limit for one FC 1/2 read."""
 DEFAULT_OPTIONS = PlanOptions()
 """What a meter without overrides in the registry gets."""
-_ADDRESS_SPACE = 0x10000
 
 SplitKey = tuple[int, int]
 """(function code, address) of a value that must be read on its own."""
-
-
-def validate_options(options: PlanOptions) -> PlanOptions:
-    """Return `options` unchanged, or raise ValueError naming the option and its allowed range."""
-    _check_int("max_gap", options.max_gap, 0, None)
-    _check_int(
-        "max_registers_per_request",
-        options.max_registers_per_request,
-        1,
-        MAX_REGISTERS_PER_REQUEST,
-    )
-    _check_int("max_bits_per_request", options.max_bits_per_request, 1, MAX_BITS_PER_REQUEST)
-    if not isinstance(options.single_register_reads, bool):
-        raise ValueError(
-            f"single_register_reads must be true or false, got {options.single_register_reads!r}"
-        )
-    return options
-
-
-def _check_int(name: str, value: object, low: int, high: int | None) -> None:
-    allowed = f"{low}..{high}" if high is not None else f">= {low}"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a whole number ({allowed}), got {value!r}")
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"{name} must be {allowed}, got {value}")
-
-
-def _check_register(register: RegisterSpec) -> None:
-    if register.address < 0 or register.end > _ADDRESS_SPACE:
-        raise ValueError(
-            f"register {register.measurement!r} at address {register.address} "
-            f"({register.width} wide) does not fit the Modbus address range 0..65535"
-        )
 
 
 def _sort_key(register: RegisterSpec) -> tuple[int, int, str]:
@@ -145,10 +117,8 @@ def plan_requests(
     requests. Values whose (function code, address) is in `split`, and all values when
     `single_register_reads` is set, are read one per request.
     """
-    validate_options(options)
     by_function: dict[FunctionCode, list[RegisterSpec]] = {}
     for register in registers:
-        _check_register(register)
         by_function.setdefault(FunctionCode(register.function_code), []).append(register)
     requests: list[ReadRequest] = []
     for function_code in sorted(by_function):

@@ -95,13 +95,19 @@ class RegisterSpec:
         return self.address + self.width
 
 
+MAX_REGISTERS_PER_REQUEST = 125
+"""The Modbus limit for one FC 3/4 read; `max_registers_per_request` may not exceed it."""
+MAX_BITS_PER_REQUEST = 2000
+"""The Modbus limit for one FC 1/2 read."""
+
+
 @dataclass(frozen=True, slots=True)
 class PlanOptions:
     """Per-meter request planning overrides (None in the registry means the default)."""
 
     max_gap: int = 10
-    max_registers_per_request: int = 125
-    max_bits_per_request: int = 2000
+    max_registers_per_request: int = MAX_REGISTERS_PER_REQUEST
+    max_bits_per_request: int = MAX_BITS_PER_REQUEST
     single_register_reads: bool = False
 
 

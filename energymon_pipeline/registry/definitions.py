@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from energymon_pipeline.errors import RegistryError
-from energymon_pipeline.modbus.plan import validate_options
 from energymon_pipeline.modbus.types import (
     DataType,
     Endpoint,
@@ -28,10 +27,6 @@ from energymon_pipeline.modbus.types import (
 from energymon_pipeline.registry import queries
 from energymon_pipeline.registry.tables import energy_meters, registers
 from energymon_pipeline.registry.validation import check_meter, check_register
-
-DEFAULT_TIMEOUT_S = 3.0
-DEFAULT_RETRIES = 1
-DEFAULT_PLAN = PlanOptions()
 
 
 @dataclass
@@ -60,14 +55,13 @@ def register_spec(row: dict[str, Any]) -> RegisterSpec:
     )
 
 
+def _overrides(row: dict[str, Any], *columns: str) -> dict[str, Any]:
+    """The columns of `row` that are set; NULL means the default of Endpoint or PlanOptions."""
+    return {column: row[column] for column in columns if row.get(column) is not None}
+
+
 def meter_spec(row: dict[str, Any], specs: Iterable[RegisterSpec]) -> MeterSpec:
-    options = PlanOptions(
-        max_gap=row["max_gap"] if row.get("max_gap") is not None else DEFAULT_PLAN.max_gap,
-        max_registers_per_request=row.get("max_registers_per_request")
-        or DEFAULT_PLAN.max_registers_per_request,
-        single_register_reads=bool(row.get("single_register_reads")),
-    )
-    validate_options(options)
+    """A meter row that passed validation.check_meter, with the RegisterSpecs of its type."""
     return MeterSpec(
         meter_id=row["id"],
         endpoint=Endpoint(
@@ -75,15 +69,15 @@ def meter_spec(row: dict[str, Any], specs: Iterable[RegisterSpec]) -> MeterSpec:
             port=row["port"],
             unit_id=row["slave_address"],
             framer=row.get("framer") or "socket",
-            timeout_s=row.get("timeout_s") or DEFAULT_TIMEOUT_S,
-            retries=row["retries"] if row.get("retries") is not None else DEFAULT_RETRIES,
-            connect_delay_s=row.get("connect_delay_s") or 0.0,
-            request_delay_s=row.get("request_delay_s") or 0.0,
+            **_overrides(row, "timeout_s", "retries", "connect_delay_s", "request_delay_s"),
         ),
         meter_type=row["type"],
         description=row["description"],
         registers=tuple(specs),
-        plan_options=options,
+        plan_options=PlanOptions(
+            single_register_reads=bool(row.get("single_register_reads")),
+            **_overrides(row, "max_gap", "max_registers_per_request"),
+        ),
     )
 
 
@@ -165,10 +159,7 @@ def load_definitions(
                 f"meter {row['id']}: type {row['type']!r} has no usable registers; nothing to read"
             )
             continue
-        try:
-            result.meters.append(meter_spec(row, specs))
-        except ValueError as error:  # a per-meter override outside its range
-            result.problems.append(f"meter {row['id']}: skipped: {error}")
+        result.meters.append(meter_spec(row, specs))
     return result
 
 
@@ -180,10 +171,7 @@ def load_meter(engine: Engine, meter_id: int) -> MeterSpec:
     if problems:
         raise RegistryError(f"meter {meter_id}: {_reasons(problems)}")
     specs = _specs_by_type(queries.list_registers(engine, row["type"])).get(row["type"], [])
-    try:
-        return meter_spec(row, specs)
-    except ValueError as error:
-        raise RegistryError(f"meter {meter_id}: {error}") from None
+    return meter_spec(row, specs)
 
 
 def cumulative_series(engine: Engine) -> set[tuple[str, str]]:

@@ -14,7 +14,12 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from energymon_pipeline.modbus.types import DataType, FunctionCode, Order
+from energymon_pipeline.modbus.types import (
+    MAX_REGISTERS_PER_REQUEST,
+    DataType,
+    FunctionCode,
+    Order,
+)
 from energymon_pipeline.registry.tables import FRAMERS
 
 Problem = tuple[str, str]
@@ -174,7 +179,13 @@ def _flag(row: Mapping[str, Any], column: str, problems: list[Problem]) -> bool:
     return False
 
 
-GROUP_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+#: What a poll group may be called, in `energy_meters.poll_group` and in ENERGYMON_POLL_GROUPS.
+POLL_GROUP_ALLOWED = "1-32 letters, digits, '-' or '_'"
+_POLL_GROUP = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def is_poll_group(name: str) -> bool:
+    return _POLL_GROUP.fullmatch(name) is not None
 
 
 def _measurement(row: Mapping[str, Any], problems: list[Problem]) -> str | None:
@@ -247,14 +258,9 @@ def check_meter(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
     group = row.get("poll_group")
     if group is not None and str(group).strip():
         group = str(group).strip()
-        if not GROUP_PATTERN.match(group):
-            problems.append(
-                (
-                    "poll_group",
-                    f"poll_group {group!r} is not allowed; allowed: 1-32 letters, "
-                    "digits, '-' or '_'",
-                )  # fmt: skip
-            )
+        if not is_poll_group(group):
+            message = f"poll_group {group!r} is not allowed; allowed: {POLL_GROUP_ALLOWED}"
+            problems.append(("poll_group", message))
         clean["poll_group"] = group
     if row.get("id") is not None:
         clean["id"] = _integer(row, "id", 0, 2**31 - 1, problems)
@@ -275,7 +281,28 @@ def check_meter(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
                 )
             )
         clean["timeout_s"] = value
+    _plan_options(row, clean, problems)
     return clean, problems
+
+
+def _plan_options(row: Mapping[str, Any], clean: dict[str, Any], problems: list[Problem]) -> None:
+    """The meter's request-planning overrides (modbus.types.PlanOptions), where set: NULL
+    means the default, so an absent column stays absent."""
+    if row.get("max_gap") is not None:
+        clean["max_gap"] = _integer(
+            row, "max_gap", 0, 2**31 - 1, problems, "0 or more (unread addresses a read may span)"
+        )
+    if row.get("max_registers_per_request") is not None:
+        clean["max_registers_per_request"] = _integer(
+            row,
+            "max_registers_per_request",
+            1,
+            MAX_REGISTERS_PER_REQUEST,
+            problems,
+            f"1-{MAX_REGISTERS_PER_REQUEST} (the Modbus limit for one read)",
+        )
+    if row.get("single_register_reads") is not None:
+        clean["single_register_reads"] = _flag(row, "single_register_reads", problems)
 
 
 def order_name(code: int) -> str:

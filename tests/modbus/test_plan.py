@@ -11,7 +11,6 @@ from energymon_pipeline.modbus.plan import (
     MAX_REGISTERS_PER_REQUEST,
     MeterPlanner,
     plan_requests,
-    validate_options,
 )
 from energymon_pipeline.modbus.types import (
     DataType,
@@ -218,32 +217,6 @@ def test_plan_is_reused_until_inputs_change():
     assert planner.plan(floats_at(0, 2))[0] is first[0]  # equal definitions, same objects
     other = planner.plan(registers, PlanOptions(single_register_reads=True))
     assert len(other) == 2
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        (PlanOptions(max_gap=-1), "max_gap must be >= 0, got -1"),
-        (PlanOptions(max_registers_per_request=0), "max_registers_per_request must be 1..125"),
-        (PlanOptions(max_registers_per_request=126), "max_registers_per_request must be 1..125"),
-        (PlanOptions(max_bits_per_request=0), "max_bits_per_request must be 1..2000, got 0"),
-        (PlanOptions(max_bits_per_request=2001), "max_bits_per_request must be 1..2000"),
-        (PlanOptions(max_gap=1.5), "max_gap must be a whole number"),
-        (PlanOptions(single_register_reads=1), "single_register_reads must be true or false"),
-    ],
-)
-def test_option_validation(options, message):
-    with pytest.raises(ValueError, match=message):
-        validate_options(options)
-    with pytest.raises(ValueError, match=message):
-        plan_requests(floats_at(0), options)
-
-
-def test_addresses_outside_modbus_range_raise():
-    with pytest.raises(ValueError, match="'v-1' at address -1"):
-        plan_requests(floats_at(-1))
-    with pytest.raises(ValueError, match="'v65535' at address 65535 .2 wide. does not fit"):
-        plan_requests(floats_at(65535))
 
 
 register_lists = st.lists(

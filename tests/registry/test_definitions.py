@@ -105,4 +105,7 @@ def test_out_of_range_override_skips_only_that_meter(migrated):
         connection.execute(sa.text("UPDATE energy_meters SET max_gap = -1 WHERE id = 0"))
     definitions = load_definitions(migrated)
     assert [m.meter_id for m in definitions.meters] == [3]
-    assert definitions.problems == ["meter 0: skipped: max_gap must be >= 0, got -1"]
+    assert definitions.problems == [
+        "meter 0: skipped: max_gap -1 is not allowed; allowed: 0 or more (unread addresses a "
+        "read may span)"
+    ]
