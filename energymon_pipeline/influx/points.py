@@ -1,9 +1,9 @@
 """Readings -> InfluxDB 1.x line protocol, in the point shape the existing dashboards query.
 
-Compatibility contract (seed/ORIGINAL-SYSTEM.md, "InfluxDB point shape"): the measurement is
-the register's measurement name, the one field is `value` (float), the tags are `id` (meter id
-as text), `description` and `dataunit`, plus `type` (the meter type). A tag whose value is
-missing or empty is left out, since line protocol has no empty tag values.
+Compatibility contract (the original system's point shape, see docs/metrics.md): the
+measurement is the register's measurement name, the one field is `value` (float), the tags are
+`id` (meter id as text), `description` and `dataunit`, plus `type` (the meter type). A tag
+whose value is missing or empty is left out, since line protocol has no empty tag values.
 
 Every point carries its read time, so a batch re-sent from the spool overwrites itself instead
 of duplicating. Timestamps are whole milliseconds since the epoch (UTC); `PRECISION` is what

@@ -90,11 +90,6 @@ class WritePath:
             influx.raw_retention,
         )
 
-    @property
-    def raw_policy(self) -> str | None:
-        """The retention policy raw readings are written to (None: the default policy)."""
-        return RAW_RETENTION_POLICY if self.raw_retention else None
-
     def spools(self) -> list[Spool]:
         """Every spool, in the order they are flushed (raw readings first)."""
         return [self.raw_spool, self.spool] if self.raw_retention else [self.spool]

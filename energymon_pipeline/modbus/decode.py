@@ -5,7 +5,7 @@ between pymodbus releases (BinaryPayloadDecoder is gone in 3.x), and the byte la
 enough to own. Owning it also lets the virtual server encode with `encode_value`, so the
 simulator and the pipeline cannot disagree about word or byte order.
 
-Conventions (the original system's, see ORIGINAL-SYSTEM.md "Decoding semantics"):
+Conventions (the original system's, so a register row it read gives the same value here):
 
 - A word is a register as pymodbus returns it: a Python int 0..65535 read big-endian off the
   wire, so 0x4366 stands for the bytes 43 66.

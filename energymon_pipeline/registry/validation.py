@@ -18,7 +18,6 @@ from energymon_pipeline.modbus.types import (
     MAX_REGISTERS_PER_REQUEST,
     DataType,
     FunctionCode,
-    Order,
 )
 from energymon_pipeline.registry.tables import FRAMERS
 
@@ -303,7 +302,3 @@ def _plan_options(row: Mapping[str, Any], clean: dict[str, Any], problems: list[
         )
     if row.get("single_register_reads") is not None:
         clean["single_register_reads"] = _flag(row, "single_register_reads", problems)
-
-
-def order_name(code: int) -> str:
-    return Order(code).name.lower()
