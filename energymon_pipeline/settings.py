@@ -103,7 +103,9 @@ def database_url(env: Mapping[str, str] | None = None) -> URL:
 
 @dataclass(frozen=True)
 class VirtualServerSettings:
-    """Where the virtual Modbus TCP server listens; also seeds the registry's virtual meter."""
+    """Where the pipeline finds the virtual Modbus TCP server: the registry's virtual meter is
+    seeded with it, and the server listens there unless told otherwise (virtual_server's own
+    settings are in virtual_server/settings.py)."""
 
     host: str = "localhost"
     port: int = 5020
@@ -279,84 +281,6 @@ def pipeline(env: Mapping[str, str] | None = None) -> PipelineSettings:
         rollup_start=_date(env, "ENERGYMON_ROLLUP_START", "2026-01-01"),
         poll_groups=_groups(env, "ENERGYMON_POLL_GROUPS"),
         run_retention_days=_int(env, "DAGSTER_RUN_RETENTION_DAYS", 14, 1, 3650),
-    )
-
-
-# -- the virtual Modbus server's own process (python -m virtual_server) -----------------------
-
-
-def virtual_server_update(env: Mapping[str, str] | None = None) -> CronTrigger:
-    """When the virtual server refreshes its values (second resolution, in TZ); the
-    original's defaults: every minute at second 50."""
-    env = os.environ if env is None else env
-    return cron_trigger(env, "VIRTUAL_SERVER_UPDATE_CRON", ("*", "*/1", "50"))
-
-
-def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not low <= value <= high:  # NaN fails this too
-        raise SettingsError(
-            f"{name}={raw!r} is not allowed; allowed: a number from {low:g} to {high:g}"
-        )
-    return value
-
-
-@dataclass(frozen=True)
-class VirtualServerRunSettings:
-    """How `python -m virtual_server` runs when no command-line flag says otherwise.
-
-    `devices` holds the raw `NAME[@UNIT]` entries of VIRTUAL_SERVER_DEVICES; the virtual
-    server checks the names (it knows which devices exist)."""
-
-    listen_host: str
-    port: int
-    devices: tuple[str, ...]
-    fleet_size: int
-    units_per_port: int
-    response_delay_ms: float
-
-
-def virtual_server_run(env: Mapping[str, str] | None = None) -> VirtualServerRunSettings:
-    env = os.environ if env is None else env
-    where = virtual_server(env)
-    devices = tuple(
-        entry.strip() for entry in env.get("VIRTUAL_SERVER_DEVICES", "").split(",") if entry.strip()
-    )
-    return VirtualServerRunSettings(
-        # Where the pipeline looks for the server is also where it listens, unless told.
-        listen_host=env.get("VIRTUAL_SERVER_LISTEN_HOST", "").strip() or where.host,
-        port=where.port,
-        devices=devices or ("test",),
-        fleet_size=_int(env, "VIRTUAL_SERVER_FLEET_SIZE", 0, 0, 100_000),
-        units_per_port=_int(env, "VIRTUAL_SERVER_FLEET_UNITS_PER_PORT", 247, 1, 247),
-        response_delay_ms=_float(env, "VIRTUAL_SERVER_RESPONSE_DELAY_MS", 0.0, 0.0, 60_000.0),
-    )
-
-
-@dataclass(frozen=True)
-class InverterSettings:
-    """Where the Zeversolar TLC10000 bridge fetches `home.cgi` (host None: not configured)."""
-
-    host: str | None
-    port: int = 80
-
-
-def tlc10000_inverter(env: Mapping[str, str] | None = None) -> InverterSettings:
-    env = os.environ if env is None else env
-    host = env.get("VIRTUAL_TLC10000_INVERTER_HOST", "").strip() or None
-    if host is not None and ("/" in host or " " in host):
-        raise SettingsError(
-            f"VIRTUAL_TLC10000_INVERTER_HOST={host!r} is not a host; allowed: a hostname or IP "
-            "address without scheme or path (the port goes in VIRTUAL_TLC10000_INVERTER_PORT)"
-        )
-    return InverterSettings(
-        host=host, port=_int(env, "VIRTUAL_TLC10000_INVERTER_PORT", 80, 1, 65535)
     )
 
 

@@ -122,9 +122,9 @@ def fetch():
 def modbus_server():
     """A real pymodbus TCP server on a free loopback port, serving `server.devices`
     (unit id -> DeviceMemory); `server.requests` lists what arrived on the wire."""
-    from virtual_server.server import VirtualModbusServer
+    from virtual_server import DeviceMemoryServer
 
-    server = VirtualModbusServer({}, host="127.0.0.1", port=0)
+    server = DeviceMemoryServer({}, host="127.0.0.1", port=0)
     server.start_in_thread()
     yield server
     server.stop_thread()

@@ -9,7 +9,7 @@ import pytest
 
 from energymon_pipeline.definitions import build_definitions
 from energymon_pipeline.registry import db, queries
-from virtual_server.server import DeviceMemory
+from virtual_server import DeviceMemory
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from energymon_pipeline.influx.spool import Spool
 from energymon_pipeline.modbus.decode import encode_value
 from energymon_pipeline.modbus.types import DataType
 from energymon_pipeline.registry import db, queries
-from virtual_server.server import DeviceMemory
+from virtual_server import DeviceMemory
 
 SDM630_ADDRESSES = [*range(0, 35, 2), 52, 56, 60, 62, 70, 72, 74, 76, 78]
 

@@ -14,12 +14,12 @@ import sys
 
 import click
 
-from energymon_pipeline import settings
 from energymon_pipeline.errors import EnergymonError
 from virtual_server.devices import BUILTIN_DEVICES
 from virtual_server.options import build_servers, parse_device_specs
 from virtual_server.runner import LOG_FORMAT, serve
 from virtual_server.schedule import UpdateSchedule
+from virtual_server.settings import run_settings
 
 _DEVICE_HELP = "; ".join(f"{name}: {what}" for name, (what, _) in BUILTIN_DEVICES.items())
 
@@ -84,7 +84,7 @@ def main(devices, host, port, fleet_size, units_per_port, response_delay_ms, log
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     env = os.environ
     try:
-        defaults = settings.virtual_server_run(env)
+        defaults = run_settings(env)
         source = "--device" if devices else "VIRTUAL_SERVER_DEVICES"
         specs = parse_device_specs(devices or defaults.devices, source)
         plan = build_servers(

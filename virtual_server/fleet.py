@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from virtual_server.devices.base import Device
+from virtual_server.request_handling import Request
 from virtual_server.schedule import UpdateSchedule
-from virtual_server.server import Request
-from virtual_server.tcp_server import VirtualModbusTCPServer
+from virtual_server.scheduled_server import VirtualModbusTCPServer
 
 __all__ = ["Fleet", "FleetMember", "MAX_UNITS_PER_PORT"]
 

@@ -1,8 +1,8 @@
 """`python -m virtual_server` options -> the servers to run.
 
-Options come from command-line flags, else from the environment (see `settings.
-virtual_server_run`); errors are one line naming the flag or variable, its value and what is
-allowed.
+Options come from command-line flags, else from the environment (see
+`virtual_server.settings.run_settings`); errors are one line naming the flag or variable, its
+value and what is allowed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from virtual_server.devices import BUILTIN_DEVICES, make_device
 from virtual_server.devices.base import Device
 from virtual_server.fleet import Fleet
 from virtual_server.schedule import UpdateSchedule
-from virtual_server.tcp_server import ALL_UNIT_IDS, VirtualModbusTCPServer
+from virtual_server.scheduled_server import ALL_UNIT_IDS, VirtualModbusTCPServer
 
 __all__ = ["DeviceSpec", "build_servers", "parse_device_specs"]
 

@@ -8,7 +8,7 @@ import logging
 import signal
 from collections.abc import Sequence
 
-from virtual_server.tcp_server import VirtualModbusTCPServer
+from virtual_server.scheduled_server import VirtualModbusTCPServer
 
 __all__ = ["run", "serve"]
 

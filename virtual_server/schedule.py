@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from energymon_pipeline import settings
 from energymon_pipeline.cron import FIELD_RANGES, expand_field, next_firing
+from energymon_pipeline.settings import timezone
+from virtual_server.settings import update_trigger
 
 __all__ = ["UpdateSchedule"]
 
@@ -47,8 +48,8 @@ class UpdateSchedule:
         """VIRTUAL_SERVER_UPDATE_CRON_{HOUR,MINUTE,SECOND}_TRIGGER and TZ; SettingsError
         naming the variable when one is not a valid field."""
         env = os.environ if env is None else env
-        trigger = settings.virtual_server_update(env)
-        return cls(trigger.hour, trigger.minute, trigger.second, settings.timezone(env))
+        trigger = update_trigger(env)
+        return cls(trigger.hour, trigger.minute, trigger.second, timezone(env))
 
     @classmethod
     def every_second(cls) -> UpdateSchedule:

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from e2e_system import REGISTRY_SECRET, RunningSystem, tail
 
-from virtual_server.server import VirtualModbusServer
+from virtual_server import DeviceMemoryServer
 
 _current: RunningSystem | None = None
 
@@ -35,7 +35,7 @@ def e2e_registry_url(postgres_admin) -> Iterator[str]:
 def running_system(tmp_path_factory, influxd, e2e_registry_url) -> Iterator[RunningSystem]:
     """The running webserver and daemon of this session (see the module docstring)."""
     global _current
-    modbus = VirtualModbusServer({}, host="127.0.0.1", port=0)
+    modbus = DeviceMemoryServer({}, host="127.0.0.1", port=0)
     modbus.start_in_thread()
     system = RunningSystem(tmp_path_factory.mktemp("e2e"), influxd, modbus, e2e_registry_url)
     try:

@@ -38,7 +38,7 @@ import requests
 from dagster_graphql import DagsterGraphQLClient
 
 from energymon_pipeline.registry import db
-from virtual_server.server import DeviceMemory, VirtualModbusServer
+from virtual_server import DeviceMemory, DeviceMemoryServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -206,7 +206,7 @@ class RunningSystem:
 
     host = "127.0.0.1"
 
-    def __init__(self, root: Path, influxd, modbus: VirtualModbusServer, registry_url: str) -> None:
+    def __init__(self, root: Path, influxd, modbus: DeviceMemoryServer, registry_url: str) -> None:
         self.root = root
         self.influxd = influxd
         self.modbus = modbus

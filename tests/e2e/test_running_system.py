@@ -21,7 +21,7 @@ from e2e_system import (
     VIRTUAL_METER_VALUE,
 )
 
-from virtual_server.server import DeviceMemory
+from virtual_server import DeviceMemory
 
 # dagster-graphql's own client calls gql the deprecated way; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Using variable_values:DeprecationWarning")

@@ -32,7 +32,7 @@ from energymon_pipeline.modbus.types import (
     ReadRequest,
     RegisterSpec,
 )
-from virtual_server.server import DeviceMemory
+from virtual_server import DeviceMemory
 
 HR = FunctionCode.READ_HOLDING_REGISTERS
 IR = FunctionCode.READ_INPUT_REGISTERS

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from energymon_pipeline.modbus.decode import encode_value
 from energymon_pipeline.modbus.types import DataType, FunctionCode, Order
 from energymon_pipeline.registry import db, queries
-from virtual_server.server import DeviceMemory
+from virtual_server import DeviceMemory
 
 
 def point_virtual_meter_at(registry_url: str, port: int) -> None:

@@ -22,7 +22,7 @@ from energymon_pipeline.modbus.types import (
     PlanOptions,
     RegisterSpec,
 )
-from virtual_server.server import DeviceMemory
+from virtual_server import DeviceMemory
 
 HR = FunctionCode.READ_HOLDING_REGISTERS
 IR = FunctionCode.READ_INPUT_REGISTERS

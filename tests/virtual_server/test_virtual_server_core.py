@@ -15,7 +15,7 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
-from virtual_server.server import DeviceMemory, Request, VirtualModbusServer
+from virtual_server import DeviceMemory, DeviceMemoryServer, Request
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,7 +76,7 @@ def test_reads_return_what_was_set_in_each_table():
     )
 
     async def scenario():
-        async with VirtualModbusServer({1: memory}) as server, connected(server.port) as c:
+        async with DeviceMemoryServer({1: memory}) as server, connected(server.port) as c:
             assert await read(c, HOLDING, 100, 2) == ([1, 65535], None)
             assert await read(c, INPUT, 100, 2) == ([7, 8], None)
             assert await read(c, INPUT, 65535, 1) == ([9], None)
@@ -100,7 +100,7 @@ def test_reads_return_what_was_set_in_each_table():
 )
 def test_read_spanning_an_unmapped_address_is_exception_2(fc, part_before, part_after):
     async def scenario():
-        async with VirtualModbusServer({1: meter()}) as server, connected(server.port) as c:
+        async with DeviceMemoryServer({1: meter()}) as server, connected(server.port) as c:
             assert await read(c, fc, 0, 4) == (None, ILLEGAL_ADDRESS)
             assert await read(c, fc, 1, 3) == (None, ILLEGAL_ADDRESS)
             assert await read(c, fc, 2, 1) == (None, ILLEGAL_ADDRESS)
@@ -116,7 +116,7 @@ def test_writes_are_refused_with_exception_1_and_change_nothing():
     before = {fc: memory.mapped(fc) for fc in (COILS, DISCRETE, HOLDING, INPUT)}
 
     async def scenario():
-        async with VirtualModbusServer({1: memory}) as server, connected(server.port) as c:
+        async with DeviceMemoryServer({1: memory}) as server, connected(server.port) as c:
             responses = {
                 5: await c.write_coil(0, False, device_id=1),
                 6: await c.write_register(0, 999, device_id=1),
@@ -155,7 +155,7 @@ def test_read_quantity_outside_the_protocol_limits_is_refused_by_pymodbus_uncoun
 
     async def scenario():
         memory = DeviceMemory(holding_registers={a: a for a in range(200)})
-        async with VirtualModbusServer({1: memory}) as server:
+        async with DeviceMemoryServer({1: memory}) as server:
             for fc, count in [(HOLDING, 0), (HOLDING, 126), (COILS, 0), (COILS, 2001)]:
                 answer = await raw_read(server.port, fc, 0, count)
                 assert answer == struct.pack(">HHHBBB", 1, 0, 3, 1, 0x80, ILLEGAL_FUNCTION)
@@ -169,7 +169,7 @@ def test_read_quantity_outside_the_protocol_limits_is_refused_by_pymodbus_uncoun
 
 def test_request_counting_is_exact_including_failures():
     async def scenario():
-        async with VirtualModbusServer({1: meter()}) as server, connected(server.port) as c:
+        async with DeviceMemoryServer({1: meter()}) as server, connected(server.port) as c:
             await read(c, HOLDING, 0, 2)  # ok
             await read(c, HOLDING, 0, 4)  # exception 2
             await read(c, COILS, 1, 3)  # exception 2
@@ -198,7 +198,7 @@ def test_response_delay_delays_answers_and_exceptions():
     delay_ms = 150
 
     async def scenario():
-        server = VirtualModbusServer({1: meter()}, response_delay_ms=delay_ms)
+        server = DeviceMemoryServer({1: meter()}, response_delay_ms=delay_ms)
         async with server, connected(server.port) as c:
             for fc, address, count, expected_error in [
                 (HOLDING, 0, 2, None),
@@ -218,7 +218,7 @@ def test_response_delay_delays_answers_and_exceptions():
 
 def test_unknown_unit_id_gets_no_answer_by_default():
     async def scenario():
-        async with VirtualModbusServer({1: meter()}) as server:
+        async with DeviceMemoryServer({1: meter()}) as server:
             async with connected(server.port, timeout=0.5) as c:
                 with pytest.raises(ModbusIOException):
                     await c.read_holding_registers(0, count=2, device_id=7)
@@ -232,7 +232,7 @@ def test_unknown_unit_id_gets_no_answer_by_default():
 
 def test_unknown_unit_id_answered_with_gateway_exception_when_enabled():
     async def scenario():
-        server = VirtualModbusServer({1: meter()}, answer_unknown_units=True)
+        server = DeviceMemoryServer({1: meter()}, answer_unknown_units=True)
         async with server, connected(server.port) as c:
             assert await read(c, HOLDING, 0, 2, unit=7) == (None, GATEWAY_NO_RESPONSE)
             assert await read(c, COILS, 0, 2, unit=0) == (None, GATEWAY_NO_RESPONSE)
@@ -263,7 +263,7 @@ def test_units_are_served_from_their_own_memory_under_concurrent_clients():
                 assert bits == [(a + unit) % 3 == 0 for a in range(start, start + 10)]
 
     async def scenario():
-        async with VirtualModbusServer(memories) as server:
+        async with DeviceMemoryServer(memories) as server:
             await asyncio.gather(*(one_client(server.port, unit) for unit in memories))
             assert len(server.requests) == len(memories) * 2 * len(range(0, 40, 7))
 
@@ -272,7 +272,7 @@ def test_units_are_served_from_their_own_memory_under_concurrent_clients():
 
 def test_values_set_at_runtime_are_visible_to_the_next_read_in_thread_mode():
     memory = meter()
-    with VirtualModbusServer({1: memory}) as server:
+    with DeviceMemoryServer({1: memory}) as server:
         assert server.running
 
         async def read_once(fc, address, count):
@@ -298,12 +298,12 @@ def test_values_set_at_runtime_are_visible_to_the_next_read_in_thread_mode():
 
 
 def test_stop_frees_the_port_for_a_restart_on_the_same_port():
-    with VirtualModbusServer({1: meter()}) as first:
+    with DeviceMemoryServer({1: meter()}) as first:
         port = first.port
     assert port != 0
 
     async def serve_twice():
-        server = VirtualModbusServer({1: meter()}, port=port)
+        server = DeviceMemoryServer({1: meter()}, port=port)
         for _ in range(2):
             await server.start()
             assert server.port == port
@@ -315,12 +315,12 @@ def test_stop_frees_the_port_for_a_restart_on_the_same_port():
             assert not server.running
 
     run(serve_twice())
-    with VirtualModbusServer({1: meter()}, port=port) as again:
+    with DeviceMemoryServer({1: meter()}, port=port) as again:
         assert again.port == port
 
 
 def test_stop_is_bounded_while_a_delayed_answer_is_pending():
-    server = VirtualModbusServer({1: meter()}, response_delay_ms=30_000).start_in_thread()
+    server = DeviceMemoryServer({1: meter()}, response_delay_ms=30_000).start_in_thread()
 
     async def fire_and_forget():
         client = AsyncModbusTcpClient("127.0.0.1", port=server.port, timeout=0.3, retries=0)
@@ -336,10 +336,10 @@ def test_stop_is_bounded_while_a_delayed_answer_is_pending():
 
 
 def test_listening_on_a_busy_port_fails_with_a_clear_error():
-    with VirtualModbusServer({1: meter()}) as busy:
+    with DeviceMemoryServer({1: meter()}) as busy:
 
         async def second():
-            await VirtualModbusServer({1: meter()}, port=busy.port).start()
+            await DeviceMemoryServer({1: meter()}, port=busy.port).start()
 
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{busy.port}"):
             run(second())

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from energymon_pipeline import settings
 from energymon_pipeline.errors import SettingsError
 from energymon_pipeline.modbus.reader import read_meters_sync
 from energymon_pipeline.modbus.types import Endpoint, MeterSpec, RegisterSpec
@@ -79,54 +78,6 @@ def test_fleet_plan_and_its_refusals():
             [DeviceSpec("sdm630")], host="h", port=65534, schedule=None, fleet_size=3,
             units_per_port=1,
         )  # fmt: skip
-
-
-def test_environment_defaults_and_overrides():
-    run = settings.virtual_server_run({})
-    assert run == settings.VirtualServerRunSettings(
-        listen_host="localhost", port=5020, devices=("test",), fleet_size=0,
-        units_per_port=247, response_delay_ms=0.0,
-    )  # fmt: skip
-    run = settings.virtual_server_run(
-        {
-            "VIRTUAL_SERVER_HOST": "vs.lan",
-            "VIRTUAL_SERVER_PORT": "1502",
-            "VIRTUAL_SERVER_DEVICES": "sdm630@1, test",
-            "VIRTUAL_SERVER_FLEET_SIZE": "10",
-            "VIRTUAL_SERVER_FLEET_UNITS_PER_PORT": "5",
-            "VIRTUAL_SERVER_RESPONSE_DELAY_MS": "12.5",
-        }
-    )
-    assert (run.listen_host, run.port, run.devices) == ("vs.lan", 1502, ("sdm630@1", "test"))
-    assert (run.fleet_size, run.units_per_port, run.response_delay_ms) == (10, 5, 12.5)
-    listen = settings.virtual_server_run({"VIRTUAL_SERVER_LISTEN_HOST": "0.0.0.0"})
-    assert listen.listen_host == "0.0.0.0"
-    schedule = UpdateSchedule.from_environment({})
-    assert (schedule.hour, schedule.minute, schedule.second) == ("*", "*/1", "50")
-    assert settings.tlc10000_inverter({}) == settings.InverterSettings(None, 80)
-
-
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [
-        ({"VIRTUAL_SERVER_RESPONSE_DELAY_MS": "fast"},
-         "VIRTUAL_SERVER_RESPONSE_DELAY_MS='fast' is not allowed; allowed: a number from 0 to 60000"),
-        ({"VIRTUAL_SERVER_FLEET_UNITS_PER_PORT": "300"},
-         "VIRTUAL_SERVER_FLEET_UNITS_PER_PORT=300 is out of range; allowed: 1 to 247"),
-        ({"VIRTUAL_SERVER_UPDATE_CRON_SECOND_TRIGGER": "61"},
-         "VIRTUAL_SERVER_UPDATE_CRON_SECOND_TRIGGER='61' selects 61, outside 0-59"),
-        ({"VIRTUAL_TLC10000_INVERTER_HOST": "http://inverter/"},
-         "VIRTUAL_TLC10000_INVERTER_HOST='http://inverter/' is not a host"),
-        ({"VIRTUAL_TLC10000_INVERTER_PORT": "0"},
-         "VIRTUAL_TLC10000_INVERTER_PORT=0 is out of range; allowed: 1 to 65535"),
-    ],
-)  # fmt: skip
-def test_bad_environment_values_are_named(env, message):
-    with pytest.raises(SettingsError) as caught:
-        settings.virtual_server_run(env)
-        UpdateSchedule.from_environment(env)
-        settings.tlc10000_inverter(env)
-    assert message in str(caught.value)
 
 
 @pytest.mark.parametrize(

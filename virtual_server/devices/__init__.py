@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
-from energymon_pipeline import settings
 from energymon_pipeline.errors import SettingsError
 from virtual_server.devices.base import Device, Value, as_float32, publish
 from virtual_server.devices.random_test import RandomTestDevice
 from virtual_server.devices.sdm630 import Sdm630
+from virtual_server.settings import tlc10000_inverter
 
 __all__ = [
     "BUILTIN_DEVICES",
@@ -26,7 +26,7 @@ __all__ = [
 def _tlc10000(env: Mapping[str, str]) -> Device:
     from virtual_server.adapters.zeversolar import ZeversolarTLC10000
 
-    inverter = settings.tlc10000_inverter(env)
+    inverter = tlc10000_inverter(env)
     if inverter.host is None:
         raise SettingsError(
             "VIRTUAL_TLC10000_INVERTER_HOST is not set; allowed: the hostname or IP address of "

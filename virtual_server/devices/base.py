@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from energymon_pipeline.modbus.decode import encode_value
 from energymon_pipeline.modbus.types import DataType, FunctionCode, Order
-from virtual_server.server import NO_VALUE_EXCEPTION, DeviceMemory
+from virtual_server.memory import NO_VALUE_EXCEPTION, DeviceMemory
 
 __all__ = ["Device", "Value", "as_float32", "publish"]
 

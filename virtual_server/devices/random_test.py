@@ -11,7 +11,7 @@ import random
 
 from energymon_pipeline.modbus.types import DataType, FunctionCode
 from virtual_server.devices.base import Device, as_float32, publish
-from virtual_server.server import DeviceMemory
+from virtual_server.memory import DeviceMemory
 
 __all__ = ["RandomTestDevice"]
 

@@ -1,4 +1,6 @@
-"""The extension contract of the original system: subclass `VirtualModbusTCPServer` and override
+"""The server that refreshes its own values on a schedule: `VirtualModbusTCPServer`, a
+`DeviceMemoryServer` that fills its memories from devices or a bridge. Its name and
+`set_datastore()` are the original system's extension contract: subclass it and override
 `set_datastore()`.
 
 Differences from the original, each fixing one of its faults:
@@ -27,11 +29,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from energymon_pipeline import settings
 from energymon_pipeline.modbus.types import DataType, FunctionCode, Order
 from virtual_server.devices.base import Device, Value, as_float32, publish
+from virtual_server.memory import NO_VALUE_EXCEPTION, DeviceMemory
 from virtual_server.schedule import UpdateSchedule
-from virtual_server.server import NO_VALUE_EXCEPTION, DeviceMemory, VirtualModbusServer
+from virtual_server.server import DeviceMemoryServer
+from virtual_server.settings import run_settings
 
 __all__ = ["ALL_UNIT_IDS", "VirtualModbusTCPServer"]
 
@@ -44,8 +47,9 @@ _T = TypeVar("_T")
 _Server = TypeVar("_Server", bound="VirtualModbusTCPServer")
 
 
-class VirtualModbusTCPServer(VirtualModbusServer):
-    """A read-only Modbus TCP server whose values are refreshed on a schedule.
+class VirtualModbusTCPServer(DeviceMemoryServer):
+    """A read-only Modbus TCP server that refreshes its own values on a schedule (a
+    `DeviceMemoryServer` only answers from memories its caller fills).
 
     Two ways to give it values:
 
@@ -114,7 +118,7 @@ class VirtualModbusTCPServer(VirtualModbusServer):
         answering after VIRTUAL_SERVER_RESPONSE_DELAY_MS. `kwargs` win over the environment
         and reach the constructor (a subclass's own arguments too)."""
         env = os.environ if env is None else env
-        run = settings.virtual_server_run(env)
+        run = run_settings(env)
         options: dict[str, Any] = {
             "host": run.listen_host,
             "port": run.port,
