@@ -10,6 +10,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
 
+from energymon_pipeline import settings
 from energymon_pipeline.influx.write_path import RAW_RETENTION_POLICY, WritePath
 from energymon_pipeline.influx.writer import InfluxTarget, InfluxWriter
 from energymon_pipeline.registry import db
@@ -27,7 +28,12 @@ class RegistryResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """One pooled engine for the run (or sensor tick): its ops share the connections."""
-        self._engine = db.create_engine(self.database_url or None)
+        url = (
+            settings.registry_url(self.database_url)
+            if self.database_url
+            else settings.database_url()
+        )
+        self._engine = db.create_engine(url)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         """Closes the engine's connections when the run or tick ends: the code server

@@ -14,12 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL
 
 from energymon_pipeline.cron import CronTrigger, cron_trigger
-from energymon_pipeline.errors import SettingsError
+from energymon_pipeline.errors import RegistryError, SettingsError
 from energymon_pipeline.influx.retention import RETENTION_ALLOWED, is_retention_period
+from energymon_pipeline.registry import db
 from energymon_pipeline.registry.validation import POLL_GROUP_ALLOWED, is_poll_group
 
 DEFAULT_DATA_DIR = ".energymon"
@@ -47,33 +47,13 @@ def data_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("ENERGYMON_DATA_DIR", "").strip() or DEFAULT_DATA_DIR)
 
 
-SUPPORTED_DATABASES = (
-    "postgresql://user:password@host:5432/database (PostgreSQL through psycopg2; "
-    "postgres:// and postgresql+psycopg2:// mean the same) or sqlite:///path/to/registry.sqlite"
-)
-
-
 def registry_url(text: str, variable: str = "ENERGYMON_DATABASE_URL") -> URL:
-    """A registry URL as typed by a user, made usable: `postgresql://` and `postgres://` use
-    psycopg2 (the driver energymon ships; SQLAlchemy 2.1 would pick psycopg 3). Any other
-    scheme is refused with one line; the password is never echoed."""
+    """A registry URL typed into `variable`, made usable (see registry.db.engine_url: which
+    URLs the registry can use is the registry's to say)."""
     try:
-        url = make_url(text.strip())
-    except ArgumentError:
-        scheme = text.strip().partition("://")[0] if "://" in text else ""
-        shown = f"the scheme {scheme!r}" if scheme else "no scheme://"
-        raise SettingsError(
-            f"{variable} is not a database URL ({shown}); allowed: {SUPPORTED_DATABASES}"
-        ) from None
-    backend, _, driver = url.drivername.partition("+")
-    if backend in ("postgresql", "postgres") and driver in ("", "psycopg2"):
-        return url.set(drivername="postgresql+psycopg2")
-    if backend == "sqlite" and driver in ("", "pysqlite"):
-        return url.set(drivername="sqlite")
-    raise SettingsError(
-        f"{variable} uses the scheme {url.drivername!r}, which energymon cannot use; "
-        f"allowed: {SUPPORTED_DATABASES}"
-    )
+        return db.engine_url(text, variable)
+    except RegistryError as error:
+        raise SettingsError(str(error)) from None
 
 
 def database_url(env: Mapping[str, str] | None = None) -> URL:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from energymon_pipeline import settings
+from energymon_pipeline.commands.configured import registry_engine
 from energymon_pipeline.commands.errors import UserErrorGroup
 from energymon_pipeline.registry import db
 from energymon_pipeline.registry.definitions import load_definitions
@@ -19,8 +21,9 @@ def db_upgrade() -> None:
     """Create the registry, adopt the original system's tables, or apply new migrations.
 
     Running it again when the schema is current changes nothing."""
-    engine = db.create_engine()
-    applied = db.upgrade(engine)
+    engine = registry_engine()
+    virtual = settings.virtual_server()
+    applied = db.upgrade(engine, virtual_meter=(virtual.host, virtual.port))
     target = db.describe(engine)
     if applied:
         click.echo(f"registry {target}: applied migration(s) {', '.join(applied)}")

@@ -6,9 +6,10 @@ from typing import Any
 
 import click
 
+from energymon_pipeline.commands.configured import registry_engine
 from energymon_pipeline.commands.errors import UserErrorGroup
 from energymon_pipeline.commands.output import print_json, print_table
-from energymon_pipeline.registry import db, queries
+from energymon_pipeline.registry import queries
 
 METER_COLUMNS = [
     ("id", "ID"),
@@ -32,7 +33,7 @@ def meters() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def meters_list(as_json: bool) -> None:
     """List every meter."""
-    rows = queries.list_meters(db.create_engine())
+    rows = queries.list_meters(registry_engine())
     if as_json:
         print_json(rows)
     else:
@@ -82,7 +83,7 @@ def meters_add(
 ) -> None:
     """Add a meter; it is polled from the next poll run on."""
     result = queries.add_meter(
-        db.create_engine(),
+        registry_engine(),
         {
             "id": meter_id,
             "host": host,
@@ -104,7 +105,7 @@ def meters_add(
 @click.argument("meter_id", type=int)
 def meters_remove(meter_id: int) -> None:
     """Delete a meter (its registers stay: they belong to its type)."""
-    queries.remove_meter(db.create_engine(), meter_id)
+    queries.remove_meter(registry_engine(), meter_id)
     click.echo(f"removed meter {meter_id}")
 
 
@@ -112,7 +113,7 @@ def meters_remove(meter_id: int) -> None:
 @click.argument("meter_id", type=int)
 def meters_disable(meter_id: int) -> None:
     """Stop polling a meter without deleting it."""
-    changed = queries.set_meter_enabled(db.create_engine(), meter_id, False)
+    changed = queries.set_meter_enabled(registry_engine(), meter_id, False)
     click.echo(f"meter {meter_id} {'disabled' if changed else 'was already disabled'}")
 
 
@@ -120,5 +121,5 @@ def meters_disable(meter_id: int) -> None:
 @click.argument("meter_id", type=int)
 def meters_enable(meter_id: int) -> None:
     """Poll a disabled meter again."""
-    changed = queries.set_meter_enabled(db.create_engine(), meter_id, True)
+    changed = queries.set_meter_enabled(registry_engine(), meter_id, True)
     click.echo(f"meter {meter_id} {'enabled' if changed else 'was already enabled'}")

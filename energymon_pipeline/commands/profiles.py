@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from energymon_pipeline.commands.configured import registry_engine
 from energymon_pipeline.commands.errors import UserErrorGroup
 from energymon_pipeline.registry import db
 from energymon_pipeline.registry.profiles import import_profile, list_profiles, profile_rows
@@ -42,7 +43,7 @@ def profiles_import(name: str, as_type: str | None) -> None:
     refuses the whole import."""
     rows = profile_rows(name, as_type)
     type_ = rows[0][1]["type"]
-    engine = db.create_engine()
+    engine = registry_engine()
     try:
         result = import_profile(engine, name, as_type)
     finally:

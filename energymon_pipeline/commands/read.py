@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from energymon_pipeline.commands.configured import registry_engine
 from energymon_pipeline.commands.errors import EXIT_USER_ERROR
 from energymon_pipeline.commands.output import print_table
 from energymon_pipeline.errors import EnergymonError
@@ -23,7 +24,6 @@ from energymon_pipeline.modbus.types import (
     PlanOptions,
     RegisterSpec,
 )
-from energymon_pipeline.registry import db
 from energymon_pipeline.registry.definitions import load_definitions
 
 #: The Modbus limit on one register read (function 3/4); bit reads (1/2) allow 2000.
@@ -87,7 +87,7 @@ def read_meter(meter_id: int, as_json: bool) -> None:
     Exits 1 when any value could not be read (the values that could are still printed)."""
     from energymon_pipeline.modbus.reader import read_meters_sync
 
-    definitions = load_definitions(db.create_engine(), meter_ids=[meter_id])
+    definitions = load_definitions(registry_engine(), meter_ids=[meter_id])
     if not definitions.meters:
         raise EnergymonError(
             definitions.problems[0]

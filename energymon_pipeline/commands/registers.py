@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import click
 
+from energymon_pipeline.commands.configured import registry_engine
 from energymon_pipeline.commands.errors import UserErrorGroup
 from energymon_pipeline.commands.output import print_json, print_table
-from energymon_pipeline.registry import db, queries
+from energymon_pipeline.registry import queries
 from energymon_pipeline.registry.csv_import import read_registers_csv
 
 REGISTER_COLUMNS = [
@@ -35,7 +36,7 @@ def registers() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def registers_list(type_: str | None, as_json: bool) -> None:
     """List register definitions (addresses are zero-based protocol addresses)."""
-    rows = queries.list_registers(db.create_engine(), type_)
+    rows = queries.list_registers(registry_engine(), type_)
     if as_json:
         print_json(rows)
     else:
@@ -50,7 +51,7 @@ def registers_import(file: str) -> None:
     Header: type,register_address,measurement_name,data_unit,data_type,function_code,
     word_order,byte_order (optional: scale,offset,min_value,max_value)."""
     rows, problems = read_registers_csv(file)
-    result = queries.insert_registers(db.create_engine(), rows, known_problems=problems)
+    result = queries.insert_registers(registry_engine(), rows, known_problems=problems)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"imported {len(result.ids)} register row(s) from {file}")

@@ -7,6 +7,7 @@ import json
 
 import click
 
+from energymon_pipeline.commands.configured import write_path
 from energymon_pipeline.commands.errors import UserErrorGroup
 from energymon_pipeline.errors import EnergymonError
 
@@ -16,19 +17,13 @@ def spool() -> None:
     """The write-ahead spool: batches waiting for InfluxDB."""
 
 
-def _write_path():
-    from energymon_pipeline.influx.write_path import WritePath
-
-    return WritePath.from_settings()
-
-
 @spool.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def spool_status(as_json: bool) -> None:
     """How much is waiting, and since when (every spool: with INFLUXDB_RAW_RETENTION, raw
     readings wait in a spool of their own)."""
     infos = []
-    for queue, status in _write_path().status():
+    for queue, status in write_path().status():
         infos.append(
             {
                 "path": str(queue.path),
@@ -63,7 +58,7 @@ def spool_status(as_json: bool) -> None:
 @spool.command("flush")
 def spool_flush() -> None:
     """Send every waiting batch to InfluxDB now, oldest first."""
-    result = _write_path().flush()
+    result = write_path().flush()
     for line in [*map(str, result.losses), *result.rejected]:
         click.echo(f"warning: {line}", err=True)
     click.echo(

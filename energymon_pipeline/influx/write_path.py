@@ -11,7 +11,7 @@ Nothing here imports dagster: the op adds only Dagster's part (events, metadata,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -78,10 +78,9 @@ class WritePath:
         )
 
     @classmethod
-    def from_settings(cls, env: Mapping[str, str] | None = None) -> WritePath:
-        from energymon_pipeline import settings
-
-        influx, spool = settings.influx(env), settings.spool(env)
+    def from_settings(cls, influx, spool) -> WritePath:
+        """The write path of `settings.influx()` and `settings.spool()` (an InfluxSettings and
+        a SpoolSettings), which the caller reads: this layer does not."""
         return cls(
             InfluxTarget.from_settings(influx),
             spool.path,

@@ -80,10 +80,8 @@ def snapshot(engine, fetch) -> tuple[list, list]:
     return meters, registers
 
 
-def test_new_database_gets_tables_and_the_virtual_meter(registry, fetch, monkeypatch):
-    monkeypatch.setenv("VIRTUAL_SERVER_HOST", "virtual-server")
-    monkeypatch.setenv("VIRTUAL_SERVER_PORT", "1502")
-    assert db.upgrade(registry) == db.revisions()
+def test_new_database_gets_tables_and_the_virtual_meter(registry, fetch):
+    assert db.upgrade(registry, virtual_meter=("virtual-server", 1502)) == db.revisions()
     assert fetch(registry, f"SELECT {METER_COLUMNS}, enabled, framer FROM energy_meters") == [
         (0, "virtual-server", 1502, 0, "virtual_modbustcp", "test_energy_meter", True, "socket")
     ]
@@ -93,12 +91,40 @@ def test_new_database_gets_tables_and_the_virtual_meter(registry, fetch, monkeyp
 
 
 def test_virtual_meter_defaults_to_localhost_5020(registry, fetch, monkeypatch):
-    monkeypatch.delenv("VIRTUAL_SERVER_HOST", raising=False)
-    monkeypatch.delenv("VIRTUAL_SERVER_PORT", raising=False)
+    monkeypatch.setenv("VIRTUAL_SERVER_HOST", "not-read-by-the-registry")
     db.upgrade(registry)
     assert fetch(registry, "SELECT host, port FROM energy_meters WHERE id = 0") == [
         ("localhost", 5020)
     ]
+
+
+def test_db_upgrade_points_the_virtual_meter_at_the_configured_server(
+    energymon, fetch, registry, monkeypatch
+):
+    monkeypatch.setenv("VIRTUAL_SERVER_HOST", "virtual-server")
+    monkeypatch.setenv("VIRTUAL_SERVER_PORT", "1502")
+    assert energymon("db", "upgrade").exit_code == 0
+    assert fetch(registry, "SELECT host, port FROM energy_meters WHERE id = 0") == [
+        ("virtual-server", 1502)
+    ]
+
+
+def test_migrations_run_only_through_upgrade():
+    from alembic import command
+
+    with pytest.raises(RegistryError, match="run through `energymon db upgrade`"):
+        command.upgrade(db.alembic_config(), "head")
+
+
+def test_registry_urls_as_users_type_them():
+    assert db.engine_url("postgres://u:pw@h/reg").drivername == "postgresql+psycopg2"
+    assert db.engine_url("sqlite:///x.sqlite").drivername == "sqlite"
+    with pytest.raises(RegistryError) as error:
+        db.create_engine("mysql://u:topsecret@h/reg")
+    assert str(error.value).startswith(
+        "the registry URL uses the scheme 'mysql', which energymon cannot use; allowed: "
+    )
+    assert "topsecret" not in str(error.value)
 
 
 def test_upgrade_twice_changes_nothing(registry, fetch):

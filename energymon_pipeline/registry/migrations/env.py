@@ -1,9 +1,11 @@
-"""Alembic environment: runs the registry migrations on the connection the caller passes
-(`energymon db upgrade`), or on the configured registry database when run by the alembic CLI."""
+"""Alembic environment: runs the registry migrations on the connection `db.upgrade` hands
+over in the config's attributes (with the values the migrations need, such as where the
+virtual meter points); the registry's URL is the caller's, never read here."""
 
 from alembic import context
 
-from energymon_pipeline.registry.db import VERSION_TABLE, create_engine
+from energymon_pipeline.errors import RegistryError
+from energymon_pipeline.registry.db import VERSION_TABLE
 
 
 def _run(connection) -> None:
@@ -18,9 +20,9 @@ def _run(connection) -> None:
 
 
 connection = context.config.attributes.get("connection")
-if connection is not None:
-    _run(connection)
-else:
-    engine = create_engine()
-    with engine.begin() as conn:
-        _run(conn)
+if connection is None:
+    raise RegistryError(
+        "the registry migrations run through `energymon db upgrade` (registry.db.upgrade), "
+        "which hands them the connection"
+    )
+_run(connection)

@@ -13,12 +13,9 @@ Create Date: 2026-11-27
 
 from __future__ import annotations
 
-import os
-
 import sqlalchemy as sa
 from alembic import op
 
-from energymon_pipeline import settings
 from energymon_pipeline.errors import RegistryError
 
 revision = "0001"
@@ -127,12 +124,13 @@ def _registers_table() -> list:
 
 def _create_meters(dialect: str) -> None:
     op.create_table("energy_meters", *_meters_table(dialect))
-    virtual = settings.virtual_server(os.environ)
+    # Where the virtual meter points is the caller's (registry.db.upgrade's virtual_meter).
+    host, port = op.get_context().config.attributes["virtual_meter"]
     op.execute(
         sa.text(
             "INSERT INTO energy_meters (id, host, port, slave_address, type, description) "
             "VALUES (0, :host, :port, 0, 'virtual_modbustcp', 'test_energy_meter')"
-        ).bindparams(host=virtual.host, port=virtual.port)
+        ).bindparams(host=host, port=port)
     )
 
 
