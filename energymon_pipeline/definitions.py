@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from energymon_pipeline import settings
+from energymon_pipeline.assets import build_rollup_assets
 from energymon_pipeline.jobs import (
     build_rollup_jobs,
     connectivity_check_job,
@@ -41,8 +42,11 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     pipeline = settings.pipeline(env)
     influx = settings.influx(env)
     spool = settings.spool(env)
-    rollup_hourly, rollup_daily = build_rollup_jobs(pipeline.rollup_start, pipeline.timezone)
+    rollups = build_rollup_assets(pipeline.rollup_start, pipeline.timezone)
+    rollup_hourly, rollup_daily = build_rollup_jobs(rollups)
     return dg.Definitions(
+        assets=rollups.assets,
+        asset_checks=rollups.checks,
         jobs=[
             poll_meters_job,
             purge_old_runs_job,

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from energymon_pipeline.assets import Rollups
 from energymon_pipeline.ops.connectivity import check_meter_connectivity
 from energymon_pipeline.ops.maintenance import purge_old_runs
 from energymon_pipeline.ops.poll import load_definitions, read_meters, validate_readings
-from energymon_pipeline.ops.rollup import rollup_day, rollup_hour
 from energymon_pipeline.ops.write import write_readings
 
 POLL_JOB = "poll_meters_job"
@@ -42,29 +42,23 @@ def connectivity_check_job() -> None:
     check_meter_connectivity()
 
 
-def build_rollup_jobs(start_date: str, timezone: str) -> tuple[dg.JobDefinition, dg.JobDefinition]:
-    """`energy_rollup_job` (hourly partitions) and `energy_rollup_daily_job` (daily), in the
-    schedules' time zone, from ENERGYMON_ROLLUP_START."""
-
-    @dg.job(
+def build_rollup_jobs(
+    rollups: Rollups,
+) -> tuple[dg.UnresolvedAssetJobDefinition, dg.UnresolvedAssetJobDefinition]:
+    """`energy_rollup_job` and `energy_rollup_daily_job`: the names users know, now asset jobs
+    that materialize one partition of the hourly (or daily) rollup asset and run its check."""
+    hourly = dg.define_asset_job(
         name="energy_rollup_job",
+        selection=dg.AssetSelection.assets(rollups.hourly),
         description="Per meter and measurement: count, mean, min, max, last and (counters) "
-        "consumption of one hour of readings. Backfill it after an outage.",
-        partitions_def=dg.HourlyPartitionsDefinition(
-            start_date=f"{start_date}-00:00", timezone=timezone
-        ),
+        "consumption of one hour of readings. Backfill energymon_rollup_1h from the asset "
+        "catalog after an outage.",
         tags={"energymon/kind": "rollup"},
     )
-    def energy_rollup_job() -> None:
-        rollup_hour()
-
-    @dg.job(
+    daily = dg.define_asset_job(
         name="energy_rollup_daily_job",
+        selection=dg.AssetSelection.assets(rollups.daily),
         description="One day of hourly rollups rolled up again.",
-        partitions_def=dg.DailyPartitionsDefinition(start_date=start_date, timezone=timezone),
         tags={"energymon/kind": "rollup"},
     )
-    def energy_rollup_daily_job() -> None:
-        rollup_day()
-
-    return energy_rollup_job, energy_rollup_daily_job
+    return hourly, daily

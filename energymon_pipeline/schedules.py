@@ -93,7 +93,7 @@ def build_purge_schedule(
 
 
 def build_rollup_schedules(
-    hourly_job: dg.JobDefinition, daily_job: dg.JobDefinition
+    hourly_job: dg.UnresolvedAssetJobDefinition, daily_job: dg.UnresolvedAssetJobDefinition
 ) -> list[dg.ScheduleDefinition]:
     """Each hour is rolled up 5 minutes after it closes (late points of its last poll run
     have landed by then); each day 20 minutes after midnight in TZ, after its last hour."""

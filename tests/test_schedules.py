@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from energymon_pipeline import settings
+from energymon_pipeline.definitions import build_definitions
 from energymon_pipeline.errors import SettingsError
 from energymon_pipeline.jobs import poll_meters_job, purge_old_runs_job
 from energymon_pipeline.ops.poll import sample_times
@@ -147,3 +148,31 @@ def test_poll_groups_setting(value, message):
     else:
         with pytest.raises(SettingsError, match=message):
             settings.pipeline({"ENERGYMON_POLL_GROUPS": value})
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "Europe/Warsaw"])
+def test_rollup_schedules_request_the_closed_hour_and_day(timezone, tmp_path, monkeypatch):
+    """Each hour 5 minutes after it closes, each day at 00:20, in TZ: the partition that just
+    closed, of the rollup asset jobs users know by name."""
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    monkeypatch.setenv("ENERGYMON_DATABASE_URL", url)  # read through dg.EnvVar
+    defs = build_definitions({"ENERGYMON_DATABASE_URL": url, "TZ": timezone})
+    repository = defs.get_repository_def()
+    hourly = repository.get_schedule_def("energy_rollup_schedule")
+    daily = repository.get_schedule_def("energy_rollup_daily_schedule")
+    assert (hourly.job_name, hourly.cron_schedule) == ("energy_rollup_job", "5 * * * *")
+    assert (daily.job_name, daily.cron_schedule) == ("energy_rollup_daily_job", "20 0 * * *")
+    assert {hourly.execution_timezone, daily.execution_timezone} == {timezone}
+    assert hourly.default_status == daily.default_status == dg.DefaultScheduleStatus.RUNNING
+    zone = ZoneInfo(timezone)
+
+    def requested(schedule, when: datetime) -> str:
+        context = dg.build_schedule_context(
+            scheduled_execution_time=when, repository_def=repository
+        )
+        [request] = schedule.evaluate_tick(context).run_requests
+        return request.partition_key
+
+    assert requested(hourly, datetime(2026, 11, 20, 11, 5, tzinfo=zone)) == "2026-11-20-10:00"
+    assert requested(hourly, datetime(2026, 11, 21, 0, 5, tzinfo=zone)) == "2026-11-20-23:00"
+    assert requested(daily, datetime(2026, 11, 21, 0, 20, tzinfo=zone)) == "2026-11-20"

@@ -1,5 +1,7 @@
-"""energy_rollup_job and energy_rollup_daily_job on synthetic raw points in the real influxd:
-a counter with a reset, a gauge, a gap; every rollup value asserted; re-runs idempotent."""
+"""The rollup assets through their jobs (energy_rollup_job, energy_rollup_daily_job) on synthetic
+raw points in the real influxd and a real registry: a counter with a reset, a gauge, a gap;
+every rollup value asserted; re-runs idempotent; each partition's check passes when every
+enabled meter has its rollup and names the meter that has none."""
 
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ def rollup_env(influxd, influx_db, tmp_path):
     ])  # fmt: skip
     queries.add_meter(engine, {"id": 7, "host": "127.0.0.1", "port": 502, "slave_address": 1,
                                "type": "meter", "description": "hall A"})  # fmt: skip
+    queries.set_meter_enabled(engine, 0, False)  # the seeded virtual meter: no readings here
     engine.dispose()
     lines = [f"energy,{TAGS},dataunit=kWh value={v} {ms(h, m)}" for h, m, v in ENERGY]
     lines += [f"voltage,{TAGS},dataunit=V value={v} {ms(h, m)}" for h, m, v in VOLTAGE]
@@ -69,6 +72,18 @@ def run(env, job_name: str, partition: str) -> dg.ExecuteInProcessResult:
         return job.execute_in_process(instance=instance, partition_key=partition)
 
 
+def materialized(result: dg.ExecuteInProcessResult) -> dict:
+    """The metadata of the run's one materialization (its partition's rollup)."""
+    [event] = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def check_of(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.check_name == "every_enabled_meter_rolled_up"
+    return evaluation
+
+
 def rollups(influxd, database, measurement="energymon_rollup_1h") -> dict:
     rows = influxd.query(
         f'SELECT * FROM "{measurement}" GROUP BY "measurement", "id", "description", "dataunit"',
@@ -88,7 +103,12 @@ def test_three_hours_then_the_day(rollup_env, influxd):
     db_name = rollup_env["INFLUXDB_DB"]
     results = [run(rollup_env, "energy_rollup_job", f"2026-11-20-{h:02d}:00") for h in (10, 11, 12)]
     assert all(r.success for r in results)
-    assert [r.output_for_node("rollup_hour") for r in results] == [2, 2, 1]
+    assert [materialized(r)["series rolled up"] for r in results] == [2, 2, 1]
+    checks = [check_of(r) for r in results]
+    assert [(c.asset_key.to_user_string(), c.partition, c.passed) for c in checks] == [
+        ("energymon_rollup_1h", f"2026-11-20-{h:02d}:00", True) for h in (10, 11, 12)
+    ]
+    assert checks[0].description == "all 1 enabled meter(s) rolled up"
     points = rollups(influxd, db_name)
     assert len(points) == 5
     e10, e11, e12 = (points[("energy", ms(h, 0))] for h in (10, 11, 12))
@@ -120,15 +140,18 @@ def test_three_hours_then_the_day(rollup_env, influxd):
     assert v10["consumption"] is None, "a gauge has no consumption"
     assert (v11["count"], v11["mean"]) == (1, 228)
     assert ("voltage", ms(12, 0)) not in points, "a gap is not invented over"
-    resets = results[1].all_node_events
-    metadata = next(
-        e for e in resets if e.event_type_value == "STEP_OUTPUT"
-    ).event_specific_data.metadata
-    assert metadata["counters with resets"].value == 1
-    assert metadata["points read"].value == 4
+    metadata = materialized(results[1])
+    assert metadata["counters with resets"] == 1
+    assert metadata["points read"] == 4
+    assert metadata["window"] == "2026-11-20T11:00:00+00:00 - 2026-11-20T12:00:00+00:00"
 
     day = run(rollup_env, "energy_rollup_daily_job", "2026-11-20")
     assert day.success
+    assert materialized(day)["series rolled up"] == 2
+    assert (check_of(day).asset_key.to_user_string(), check_of(day).passed) == (
+        "energymon_rollup_1d",
+        True,
+    )
     daily = rollups(influxd, db_name, "energymon_rollup_1d")
     midnight = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp() * 1000)
     energy, voltage = daily[("energy", midnight)], daily[("voltage", midnight)]
@@ -154,10 +177,39 @@ def test_rerunning_a_partition_writes_the_same_points_once(rollup_env, influxd):
 
 
 def test_an_hour_without_data_writes_nothing(rollup_env, influxd):
-    assert (
-        run(rollup_env, "energy_rollup_job", "2026-11-20-03:00").output_for_node("rollup_hour") == 0
-    )
+    result = run(rollup_env, "energy_rollup_job", "2026-11-20-03:00")
+    assert result.success, "no readings is not an error of the run"
+    assert materialized(result)["series rolled up"] == 0
     assert (
         influxd.query('SELECT * FROM "energymon_rollup_1h"', database=rollup_env["INFLUXDB_DB"])
         == []
     )
+    check = check_of(result)
+    assert (check.passed, check.severity) == (False, dg.AssetCheckSeverity.WARN)
+    assert check.description == "no readings in 2026-11-20-03:00: meter 7 (hall A)"
+
+
+def test_the_check_names_the_enabled_meter_without_readings(rollup_env, influxd):
+    engine = db.create_engine(rollup_env["ENERGYMON_DATABASE_URL"])
+    queries.add_meter(engine, {"id": 8, "host": "127.0.0.1", "port": 502, "slave_address": 2,
+                               "type": "meter", "description": "hall B"})  # fmt: skip
+    queries.add_meter(engine, {"id": 9, "host": "127.0.0.1", "port": 502, "slave_address": 3,
+                               "type": "meter"})  # fmt: skip
+    queries.set_meter_enabled(engine, 9, False)
+    engine.dispose()
+    hour = run(rollup_env, "energy_rollup_job", "2026-11-20-10:00")
+    assert hour.success, "a meter without readings fails the check, not the run"
+    check = check_of(hour)
+    assert (check.passed, check.partition) == (False, "2026-11-20-10:00")
+    assert check.description == "no readings in 2026-11-20-10:00: meter 8 (hall B)"
+    metadata = {k: v.value for k, v in check.metadata.items()}
+    assert metadata == {
+        "enabled meters": 2,
+        "meters rolled up": 1,
+        "meters without rollup": "meter 8 (hall B)",
+        "meter ids without rollup": [8],
+    }, "the disabled meter 9 is not expected to have a rollup"
+
+    day = check_of(run(rollup_env, "energy_rollup_daily_job", "2026-11-20"))
+    assert (day.passed, day.partition) == (False, "2026-11-20")
+    assert day.description == "no hourly rollups in 2026-11-20: meter 8 (hall B)"
