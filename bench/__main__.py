@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import report
+from bench import page, report
 from bench.fleet import FleetProcesses
 from bench.influxd import Influxd, influxd_version
 from bench.procs import BenchError, Worker
@@ -258,11 +258,11 @@ def measuring_command(argv: list[str]) -> str:
 
 
 def show(run: Run, output: Path | None) -> None:
-    print(report.results_table(run))
+    print(page.results_table(run))
     print()
-    print(report.verdicts_table(run))
+    print(page.verdicts_table(run))
     print()
-    print(report.stages_table(run))
+    print(page.stages_table(run))
     print()
     print(
         f"decode: {run.decode['sdm630_registers_per_s'] / 1e6:.2f} M registers/s (SDM630, one "
@@ -271,7 +271,7 @@ def show(run: Run, output: Path | None) -> None:
     )
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(report.page(run), encoding="utf-8")
+        output.write_text(page.page(run), encoding="utf-8")
         log(f"wrote {output}")
 
 

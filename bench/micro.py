@@ -2,8 +2,9 @@
 
 - `decode`: registers decoded per second on one core (the process pins itself to one CPU),
   the way the reader decodes each response (`np.asarray(words, uint16)` + `decode_block`), on
-  the SDM630 plan's two requests, and for comparison on a full 124-register request and in
-  bulk (`decode_values`).
+  the SDM630 plan's two requests, and for comparison on a full 124-register request, on a
+  request mixing all 32 layouts (8 data types x word order x byte order) and in bulk
+  (`decode_values`).
 - `influx --host H --port P`: points per second InfluxDB takes from `InfluxWriter.write`
   (batches of its default 5000 points) and through the spool (`Spool.append` + `flush`, one
   500-meter poll's batch at a time), with realistic SDM630 points.
@@ -73,6 +74,12 @@ def decode() -> dict:
     def full_request() -> None:
         decode_block(full, np.asarray(full_words, dtype=np.uint16))
 
+    mixed = _mixed_layout_request(120)
+    mixed_words = rng.integers(0, 0x10000, size=mixed.count).tolist()
+
+    def mixed_request() -> None:
+        decode_block(mixed, np.asarray(mixed_words, dtype=np.uint16))
+
     bulk = rng.integers(0, 0x10000, size=1_000_000, dtype=np.uint16)
 
     def bulk_decode() -> None:
@@ -85,8 +92,39 @@ def decode() -> dict:
         "sdm630_values_per_s": sdm630_rate * values_per_poll / words_per_poll,
         "sdm630_request_words": [r.count for r in plan],
         "full_request_registers_per_s": _rate(full_request, 124),
+        "mixed_request_registers": mixed.count,
+        "mixed_request_registers_per_s": _rate(mixed_request, mixed.count),
         "bulk_registers_per_s": _rate(bulk_decode, bulk.size),
     }
+
+
+def _mixed_layout_request(size: int):
+    """One read request of about `size` registers whose values cycle through every data type,
+    word order and byte order (all 32 layouts), each scaled, so no decoder shortcut applies."""
+    from energymon_pipeline.modbus.types import (
+        DataType,
+        FunctionCode,
+        Order,
+        ReadRequest,
+        RegisterSpec,
+    )
+
+    layouts = [(t, w, b) for t in DataType for w in Order for b in Order]
+    registers, address = [], 0
+    while address + 4 <= size:
+        data_type, word_order, byte_order = layouts[len(registers) % len(layouts)]
+        registers.append(
+            RegisterSpec(
+                f"m{address}",
+                address,
+                data_type,
+                word_order=word_order,
+                byte_order=byte_order,
+                scale=0.1,
+            )
+        )
+        address += data_type.words
+    return ReadRequest(FunctionCode.READ_INPUT_REGISTERS, 0, address, tuple(registers))
 
 
 def _sdm630_lines(meters: int, samples: int) -> list[list[str]]:

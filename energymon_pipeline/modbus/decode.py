@@ -25,7 +25,7 @@ output dtype keeps the DataFrame and InfluxDB fields uniform.
 Speed: word order and byte order are both permutations of a value's bytes, so `BlockDecoder`
 works out, once per request, a byte gather index per register and groups registers by data
 type. Decoding is then one gather and one big-endian view per data type present, with no
-Python work per register. `python -m energymon_pipeline.modbus.decode` prints the throughput.
+Python work per register. `python -m bench.micro decode` measures the throughput (one core).
 """
 
 from __future__ import annotations
@@ -379,59 +379,3 @@ def encode_value(
     if byte_order is Order.LITTLE:
         words = [((word & 0xFF) << 8) | (word >> 8) for word in words]
     return words
-
-
-def _throughput_check() -> None:
-    """Manual speed check (`python -m energymon_pipeline.modbus.decode`), not a test: timings
-    on shared machines are noise. Prints registers decoded per second on one core."""
-    import time
-
-    from energymon_pipeline.modbus.types import RegisterSpec
-
-    def rate(registers: int, repeat: int, function, *args) -> float:
-        function(*args)  # warm-up (and decoder compilation for decode_block)
-        began = time.perf_counter()
-        for _ in range(repeat):
-            function(*args)
-        return registers * repeat / (time.perf_counter() - began) / 1e6
-
-    rng = np.random.default_rng(0)
-    words = rng.integers(0, 0x10000, size=2_000_000, dtype=np.uint16)
-    for data_type in (DataType.UINT16, DataType.FLOAT32, DataType.INT64):
-        for order in Order:
-            speed = rate(words.size, 5, decode_values, words, data_type, order, order)
-            print(f"decode_values, 2M words, {data_type.name} {order.name}: {speed:.0f} M reg/s")
-
-    layouts = [(t, w, b) for t in DataType for w in Order for b in Order]
-
-    def mixed_request(size: int) -> ReadRequest:
-        registers, address = [], 0
-        while address + 4 <= size:
-            data_type, word_order, byte_order = layouts[len(registers) % len(layouts)]
-            registers.append(
-                RegisterSpec(
-                    f"m{address}",
-                    address,
-                    data_type,
-                    word_order=word_order,
-                    byte_order=byte_order,
-                    scale=0.1,
-                )
-            )
-            address += data_type.words
-        return ReadRequest(FunctionCode.READ_INPUT_REGISTERS, 0, address, tuple(registers))
-
-    floats = tuple(RegisterSpec(f"m{a}", a) for a in range(0, 124, 2))
-    cases = [
-        ("124-register FLOAT32 request", ReadRequest(FunctionCode(4), 0, 124, floats), 20000),
-        ("~120-register request, all 32 layouts", mixed_request(125), 20000),
-        ("~200k-register request, all 32 layouts", mixed_request(200_000), 20),
-    ]
-    for name, request, repeat in cases:
-        block = words[: request.count].tolist()  # pymodbus hands over a list of ints
-        speed = rate(request.count, repeat, decode_block, request, block)
-        print(f"decode_block, {name}, list input: {speed:.1f} M reg/s")
-
-
-if __name__ == "__main__":
-    _throughput_check()
