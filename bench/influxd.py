@@ -1,6 +1,6 @@
 """A private influxd for one benchmark run: config in a temp folder, reporting off, every
-listener on 127.0.0.1 (free ports) or disabled. The config is the one tests/influx_fixtures.py
-writes, copied here so the harness does not depend on pytest."""
+listener on 127.0.0.1 (free ports) or disabled; the config is the project's one private-influxd
+config (energymon_pipeline.influx.private_influxd), as the tests and `make run` use it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.procs import BenchError, log_tail, spawn, stop_group
+from energymon_pipeline.influx.private_influxd import config_text
 
 START_TIMEOUT_S = 30.0
 
@@ -21,68 +22,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def config_text(root: Path, http_port: int, rpc_port: int) -> str:
-    # Both spellings of the reporting switch: upstream 1.x reads `reporting-disabled`, Debian's
-    # build `reporting-enabled`; each ignores the other's key.
-    return f"""\
-reporting-disabled = true
-reporting-enabled = false
-bind-address = "127.0.0.1:{rpc_port}"
-
-[meta]
-  dir = "{root / "meta"}"
-  logging-enabled = false
-
-[data]
-  dir = "{root / "data"}"
-  wal-dir = "{root / "wal"}"
-  query-log-enabled = false
-
-[monitor]
-  store-enabled = false
-
-[subscriber]
-  enabled = false
-
-[continuous_queries]
-  enabled = false
-  log-enabled = false
-
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:{http_port}"
-  auth-enabled = false
-  log-enabled = false
-  pprof-enabled = false
-  unix-socket-enabled = false
-  bind-socket = "{root / "influxdb.sock"}"
-
-[ifql]
-  enabled = false
-  bind-address = "127.0.0.1:0"
-
-[logging]
-  level = "warn"
-  suppress-logo = true
-
-[[graphite]]
-  enabled = false
-  bind-address = "127.0.0.1:0"
-
-[[collectd]]
-  enabled = false
-  bind-address = "127.0.0.1:0"
-
-[[opentsdb]]
-  enabled = false
-  bind-address = "127.0.0.1:0"
-
-[[udp]]
-  enabled = false
-  bind-address = "127.0.0.1:0"
-"""
 
 
 def influxd_binary() -> str:

@@ -1,6 +1,7 @@
 """A real InfluxDB 1.x server for the tests: this session's own `influxd`, on free loopback ports,
-with its config, meta, data and WAL in a temp folder, usage reporting off. Not a mock and not a
-shared instance: nothing outside the temp folder is read or written.
+with its config (rendered from config/influxdb/private-influxd.conf), meta, data and WAL in a
+temp folder, usage reporting off. Not a mock and not a shared instance: nothing outside the
+temp folder is written.
 
 Load it as a plugin: `pytest_plugins = ["influx_fixtures"]` in tests/conftest.py (tests/ is on
 sys.path because that conftest has no package around it), or `-p influx_fixtures` with
@@ -29,6 +30,7 @@ from typing import Any
 import pytest
 from influxdb import InfluxDBClient
 
+from energymon_pipeline.influx.private_influxd import config_text
 from energymon_pipeline.influx.writer import InfluxTarget
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -58,69 +60,6 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _config(root: Path, http_port: int, rpc_port: int, auth_enabled: bool) -> str:
-    # Every listener is on loopback; the ones the tests do not need are off. Both spellings of
-    # the reporting switch: upstream 1.x reads `reporting-disabled`, Debian's build
-    # `reporting-enabled`; each ignores the other's key.
-    return f"""\
-reporting-disabled = true
-reporting-enabled = false
-bind-address = "127.0.0.1:{rpc_port}"
-
-[meta]
-  dir = "{root / "meta"}"
-  logging-enabled = false
-
-[data]
-  dir = "{root / "data"}"
-  wal-dir = "{root / "wal"}"
-  query-log-enabled = false
-
-[monitor]
-  store-enabled = false
-
-[subscriber]
-  enabled = false
-
-[continuous_queries]
-  enabled = false
-  log-enabled = false
-
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:{http_port}"
-  auth-enabled = {"true" if auth_enabled else "false"}
-  log-enabled = false
-  pprof-enabled = false
-  unix-socket-enabled = false
-  bind-socket = "{root / "influxdb.sock"}"
-
-[ifql]
-  enabled = false
-  bind-address = "127.0.0.1:0"
-
-[logging]
-  level = "warn"
-  suppress-logo = true
-
-[[graphite]]
-  enabled = false
-  bind-address = "127.0.0.1:0"
-
-[[collectd]]
-  enabled = false
-  bind-address = "127.0.0.1:0"
-
-[[opentsdb]]
-  enabled = false
-  bind-address = "127.0.0.1:0"
-
-[[udp]]
-  enabled = false
-  bind-address = "127.0.0.1:0"
-"""
-
-
 class InfluxServer:
     """One influxd process. `stop()` and `start()` keep its port and data folder, so a test can
     simulate an outage and the server comes back with what it had."""
@@ -148,7 +87,8 @@ class InfluxServer:
 
     def _write_config(self) -> None:
         self.config_path.write_text(
-            _config(self.root, self.port, self.rpc_port, self.auth_enabled), encoding="utf-8"
+            config_text(self.root, self.port, self.rpc_port, auth_enabled=self.auth_enabled),
+            encoding="utf-8",
         )
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
