@@ -1,12 +1,15 @@
-"""Reading the deployment files as docker compose and Grafana read them: the compose file with
-compose's variable interpolation, the env file, the Grafana provisioning. No Docker engine runs
-in the test environment, so the tests check these files by what the tools would do with them."""
+"""Reading the deployment files as docker compose, Docker and Grafana read them: the compose
+file with compose's variable interpolation, the env file, the Dockerfile's stages and build
+context, the Grafana provisioning. No Docker engine runs in the test environment, so the tests
+check these files by what the tools would do with them."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
 ENV_FILE = ROOT / "config" / ".env.dev"
 GRAFANA = ROOT / "config" / "grafana"
 DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
@@ -99,3 +103,74 @@ def load_dashboards() -> dict[str, dict[str, Any]]:
 
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+# -- the Dockerfile ---------------------------------------------------------------------------
+
+
+def dockerfile_instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text(encoding="utf-8"))
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+@dataclass
+class Stage:
+    """One `FROM base [AS name]` and the instructions up to the next FROM."""
+
+    name: str
+    base: str
+    steps: list[tuple[str, str]] = field(default_factory=list)
+
+
+def dockerfile_stages(path: Path = DOCKERFILE) -> list[Stage]:
+    stages: list[Stage] = []
+    for keyword, rest in dockerfile_instructions(path):
+        if keyword == "FROM":
+            words = rest.split()
+            base = next(word for word in words if not word.startswith("--"))
+            name = words[-1] if len(words) >= 3 and words[-2].upper() == "AS" else base
+            stages.append(Stage(name, base))
+        elif stages:
+            stages[-1].steps.append((keyword, rest))
+    return stages
+
+
+def image_stages(target: str | None = None, path: Path = DOCKERFILE) -> list[Stage]:
+    """The stages an image built with `--target target` (default: the last stage) is made
+    of, from its base image up: the stage and the earlier stages it is built FROM."""
+    stages = dockerfile_stages(path)
+    by_name = {stage.name: stage for stage in stages}
+    current: Stage | None = by_name[target] if target else stages[-1]
+    chain: list[Stage] = []
+    while current is not None:
+        chain.insert(0, current)
+        current = by_name.get(current.base)
+    return chain
+
+
+def image_steps(target: str | None = None, path: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    """The instructions that make that image, its base stages' first."""
+    return [step for stage in image_stages(target, path) for step in stage.steps]
+
+
+def dockerignore_sends(path: str) -> bool:
+    """Whether .dockerignore lets `path` into the build context."""
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    included = True
+    for pattern in rules:
+        negated = pattern.startswith("!")
+        pattern = pattern.lstrip("!")
+        if fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/"):
+            included = negated
+    return included

@@ -102,9 +102,11 @@ def test_one_project_image_for_the_three_dagster_services():
     builds = [services()[name]["build"] for name in DAGSTER_SERVICES]
     assert images == {f"energymon:{VERSION}"}
     assert all(build == {"context": ".", "dockerfile": "Dockerfile"} for build in builds)
+    # The virtual server's image is the same Dockerfile's `virtual-server` target.
     assert services()["virtual-server"]["build"] == {
         "context": ".",
-        "dockerfile": "virtual_server/Dockerfile",
+        "dockerfile": "Dockerfile",
+        "target": "virtual-server",
     }
 
 
