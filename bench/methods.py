@@ -2,7 +2,7 @@
 
 - `OursCycle`: the real poll path, the library calls the Dagster ops make, in their order:
   plan + read + decode (`read_meters`), validate (`readings.validate`), line protocol
-  (`encode_readings` plus one `energymon_poll` health point per meter, as the write op adds),
+  (`poll_batch`: the readings plus one `energymon_poll` point per meter, as the write op),
   then `WritePath` append + flush to InfluxDB with the `energymon_spool` backlog point (the
   write op's own calls, on its default path; INFLUXDB_RAW_RETENTION would add a second spool).
 - `OriginalCycle`: the 2020 system's method, reimplemented small and faithfully: one Modbus
@@ -30,8 +30,7 @@ from influxdb import InfluxDBClient
 from pymodbus.client import AsyncModbusTcpClient, ModbusTcpClient
 
 from energymon_pipeline import readings
-from energymon_pipeline.influx.points import encode_readings
-from energymon_pipeline.influx.poll_health import health_lines, meter_counts
+from energymon_pipeline.influx.poll_health import poll_batch
 from energymon_pipeline.influx.write_path import WritePath
 from energymon_pipeline.influx.writer import InfluxTarget
 from energymon_pipeline.modbus.plan import plan_requests
@@ -87,12 +86,10 @@ class OursCycle:
         frame = validated.frame
         clock.stage("validate")
         now = datetime.now(UTC)
-        encoded = encode_readings(frame)
-        counts = meter_counts(encoded.written, validated.dropped + encoded.dropped)
-        health = health_lines(results, counts, now)
+        batch = poll_batch(results, frame, validated.dropped, now)  # as the write op builds it
         clock.stage("lines")
         path = WritePath(self.target, self.spool_dir, SPOOL_MAX_BYTES, SPOOL_MAX_AGE_S)
-        path.append(encoded.lines, health)
+        path.append(batch.lines, batch.health)
         clock.stage("spool")
         flushed = path.flush(now)  # the write op's call: batches, then the backlog point
         clock.stage("write")

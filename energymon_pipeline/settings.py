@@ -25,7 +25,9 @@ from energymon_pipeline.registry.validation import POLL_GROUP_ALLOWED, is_poll_g
 DEFAULT_DATA_DIR = ".energymon"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """A whole number from `name` in `low`..`high` (`default` when unset), or a SettingsError
+    naming the variable, its value and what is allowed."""
     raw = env.get(name, "").strip()
     if raw == "":
         return default
@@ -75,7 +77,7 @@ def database_url(env: Mapping[str, str] | None = None) -> URL:
             username=env.get("POSTGRES_USER", "").strip() or None,
             password=env.get("POSTGRES_PASSWORD") or None,
             host=host,
-            port=_int(env, "POSTGRES_PORT", 5432, 1, 65535),
+            port=env_int(env, "POSTGRES_PORT", 5432, 1, 65535),
             database=env.get("POSTGRES_DB", "").strip() or None,
         )
     return URL.create("sqlite", database=str(data_dir(env) / "registry.sqlite"))
@@ -94,7 +96,7 @@ class VirtualServerSettings:
 def virtual_server(env: Mapping[str, str] | None = None) -> VirtualServerSettings:
     env = os.environ if env is None else env
     host = env.get("VIRTUAL_SERVER_HOST", "").strip() or VirtualServerSettings.host
-    port = _int(env, "VIRTUAL_SERVER_PORT", VirtualServerSettings.port, 1, 65535)
+    port = env_int(env, "VIRTUAL_SERVER_PORT", VirtualServerSettings.port, 1, 65535)
     return VirtualServerSettings(host=host, port=port)
 
 
@@ -193,7 +195,7 @@ def influx(env: Mapping[str, str] | None = None) -> InfluxSettings:
     return InfluxSettings(
         raw_retention=raw_retention,
         host=env.get("INFLUXDB_HOSTNAME", "").strip() or "localhost",
-        port=_int(env, "INFLUXDB_PORT", 8086, 1, 65535),
+        port=env_int(env, "INFLUXDB_PORT", 8086, 1, 65535),
         database=database,
         username=username,
         password=password or None,
@@ -253,14 +255,14 @@ def pipeline(env: Mapping[str, str] | None = None) -> PipelineSettings:
         poll=cron_trigger(env, "INFLUX_UPDATER_CRON", ("*", "*/1", "0")),
         discovery=discovery,
         # The sensor runs at the period the original's discovery cron implies.
-        sensor_interval_s=_int(
+        sensor_interval_s=env_int(
             env, "ENERGYMON_SENSOR_INTERVAL_S", max(5, discovery.period_s), 5, 86400
         ),
         timezone=timezone(env),
-        read_concurrency=_int(env, "ENERGYMON_READ_CONCURRENCY", 64, 1, 4096),
+        read_concurrency=env_int(env, "ENERGYMON_READ_CONCURRENCY", 64, 1, 4096),
         rollup_start=_date(env, "ENERGYMON_ROLLUP_START", "2026-01-01"),
         poll_groups=_groups(env, "ENERGYMON_POLL_GROUPS"),
-        run_retention_days=_int(env, "DAGSTER_RUN_RETENTION_DAYS", 14, 1, 3650),
+        run_retention_days=env_int(env, "DAGSTER_RUN_RETENTION_DAYS", 14, 1, 3650),
     )
 
 

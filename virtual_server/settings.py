@@ -16,9 +16,6 @@ from energymon_pipeline import settings
 from energymon_pipeline.cron import CronTrigger, cron_trigger
 from energymon_pipeline.errors import SettingsError
 
-# The pipeline's reader of whole numbers, so both say the same about a bad value.
-_int = settings._int
-
 __all__ = [
     "InverterSettings",
     "RunSettings",
@@ -76,8 +73,8 @@ def run_settings(env: Mapping[str, str] | None = None) -> RunSettings:
         listen_host=env.get("VIRTUAL_SERVER_LISTEN_HOST", "").strip() or where.host,
         port=where.port,
         devices=devices or ("test",),
-        fleet_size=_int(env, "VIRTUAL_SERVER_FLEET_SIZE", 0, 0, 100_000),
-        units_per_port=_int(env, "VIRTUAL_SERVER_FLEET_UNITS_PER_PORT", 247, 1, 247),
+        fleet_size=settings.env_int(env, "VIRTUAL_SERVER_FLEET_SIZE", 0, 0, 100_000),
+        units_per_port=settings.env_int(env, "VIRTUAL_SERVER_FLEET_UNITS_PER_PORT", 247, 1, 247),
         response_delay_ms=_float(env, "VIRTUAL_SERVER_RESPONSE_DELAY_MS", 0.0, 0.0, 60_000.0),
     )
 
@@ -99,5 +96,5 @@ def tlc10000_inverter(env: Mapping[str, str] | None = None) -> InverterSettings:
             "address without scheme or path (the port goes in VIRTUAL_TLC10000_INVERTER_PORT)"
         )
     return InverterSettings(
-        host=host, port=_int(env, "VIRTUAL_TLC10000_INVERTER_PORT", 80, 1, 65535)
+        host=host, port=settings.env_int(env, "VIRTUAL_TLC10000_INVERTER_PORT", 80, 1, 65535)
     )

@@ -16,6 +16,8 @@ from energymon_pipeline.commands.errors import EXIT_USER_ERROR
 from energymon_pipeline.commands.output import print_table
 from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.modbus.types import (
+    MAX_BITS_PER_REQUEST,
+    MAX_REGISTERS_PER_REQUEST,
     DataType,
     Endpoint,
     FunctionCode,
@@ -26,8 +28,6 @@ from energymon_pipeline.modbus.types import (
 )
 from energymon_pipeline.registry.definitions import load_definitions
 
-#: The Modbus limit on one register read (function 3/4); bit reads (1/2) allow 2000.
-MAX_REGISTERS_PER_READ = 125
 _PROBE_LABELS = {FunctionCode.READ_COILS: "coil", FunctionCode.READ_DISCRETE_INPUTS: "input"}
 
 
@@ -118,12 +118,12 @@ def read_meter(meter_id: int, as_json: bool) -> None:
 )
 @click.option(
     "--count",
-    type=click.IntRange(1, 2000),
+    type=click.IntRange(1, MAX_BITS_PER_REQUEST),
     default=1,
     show_default=True,
     help="How many consecutive values to read in one request: for functions 3/4 values of "
-    "--type, at most 125 registers in all (125 INT16, 62 FLOAT32, 31 FLOAT64); for functions "
-    "1/2 bits, at most 2000.",
+    f"--type, at most {MAX_REGISTERS_PER_REQUEST} registers in all (125 INT16, 62 FLOAT32, 31 "
+    f"FLOAT64); for functions 1/2 bits, at most {MAX_BITS_PER_REQUEST}.",
 )
 @click.option(
     "--function",
@@ -166,10 +166,10 @@ def probe(host, port, unit, address, count, function_code, data_type, word_order
         raise EnergymonError(
             f"--address {address} + {count} value(s) of {width} register(s) runs past 65535"
         )
-    if not fc.is_bit and width * count > MAX_REGISTERS_PER_READ:
+    if not fc.is_bit and width * count > MAX_REGISTERS_PER_REQUEST:
         raise EnergymonError(
             f"--count {count} of {dtype.name} needs {width * count} registers; allowed: at most "
-            f"{MAX_REGISTERS_PER_READ} registers in one request"
+            f"{MAX_REGISTERS_PER_REQUEST} registers in one request"
         )
 
     def order(text: str) -> Order:

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from energymon_pipeline.influx.points import PointError, poll_health_line
+from energymon_pipeline.influx.points import PointError, encode_readings, poll_health_line
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from energymon_pipeline.modbus.reader import MeterResult
 
 
@@ -78,3 +80,25 @@ def health_lines(
             line = poll_health_line(description=None, meter_type=None, **fields)
         lines.append(line)
     return lines
+
+
+@dataclass
+class PollBatch:
+    """What one poll run appends to the write path: its readings as line protocol, one
+    `energymon_poll` point per meter, and the per-meter counts both were built from."""
+
+    lines: list[str]
+    health: list[str]
+    counts: dict[int, MeterCounts]
+    #: Values dropped while encoding (text line protocol cannot hold), per (meter id, reason).
+    unencodable: Counter
+
+
+def poll_batch(
+    results: list[MeterResult], frame: pd.DataFrame, dropped: Counter, now: datetime
+) -> PollBatch:
+    """The batch of a run whose validated readings are `frame` and whose validation dropped
+    `dropped` (per (meter id, reason)): the write op and the benchmark build it the same way."""
+    encoded = encode_readings(frame)
+    counts = meter_counts(encoded.written, Counter(dropped) + encoded.dropped)
+    return PollBatch(encoded.lines, health_lines(results, counts, now), counts, encoded.dropped)

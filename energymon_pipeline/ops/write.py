@@ -19,8 +19,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import pandas as pd
 
-from energymon_pipeline.influx.points import encode_readings
-from energymon_pipeline.influx.poll_health import MeterCounts, health_lines, meter_counts, meter_ok
+from energymon_pipeline.influx.poll_health import MeterCounts, meter_ok, poll_batch
 from energymon_pipeline.influx.spool import SpoolBusy
 from energymon_pipeline.influx.write_path import WriteOutcome
 from energymon_pipeline.modbus.reader import MeterResult
@@ -51,27 +50,27 @@ def write_readings(
 ) -> None:
     frame: pd.DataFrame = readings
     now = datetime.now(UTC)
-    encoded = encode_readings(frame)
-    for (meter_id, reason), count in sorted(encoded.dropped.items(), key=str):
+    batch = poll_batch(results, frame, Counter(dropped), now)
+    for (meter_id, reason), count in sorted(batch.unencodable.items(), key=str):
         context.log.warning(f"meter {meter_id}: {count} value(s) not written: {reason}")
-    counts = meter_counts(encoded.written, Counter(dropped) + encoded.dropped)
+    counts = batch.counts
     ok = sum(meter_ok(r, counts.get(r.meter.meter_id, MeterCounts())) for r in results)
     metadata: dict[str, object] = {
         "meters": meter_table(results, counts),
         "meters ok": ok,
         "meters failed": len(results) - ok,
-        "values": len(encoded.lines),
+        "values": len(batch.lines),
         "dropped values": sum(c.dropped_total for c in counts.values()),
     }
     if plan.dry_run:
-        context.log.info(f"dry run: {len(encoded.lines)} value(s) validated, nothing written")
+        context.log.info(f"dry run: {len(batch.lines)} value(s) validated, nothing written")
         context.add_output_metadata({**metadata, "written": 0, "dry run": True})
         _fail_if_every_meter_failed(results)
         return
 
     path = influx.write_path()
     # Appending again on an op retry is harmless: points carry their timestamps.
-    path.append(encoded.lines, health_lines(results, counts, now))
+    path.append(batch.lines, batch.health)
     outcome = path.flush(now)
     if outcome.error is not None and _transient(outcome.error):
         time.sleep(RETRY_DELAY_S)  # a blip, or InfluxDB restarting
