@@ -453,16 +453,7 @@ def page(run: Run) -> str:
 
 
 def _failures(run: Run) -> str:
-    notes = []
-    for c in run.configs:
-        for method in c.cycles:
-            bad = c.failed_cycles(method)
-            if bad:
-                errors = "; ".join(bad[0].get("errors") or [])
-                notes.append(f"{method}: {len(bad)} cycle(s) with failed meters ({errors})")
-            bad_writes = c.failed_writes(method)
-            if bad_writes:
-                notes.append(f"{method}: write failed: {bad_writes[0]['write_error']}")
+    notes = [note for c in run.configs for note in c.failures]
     if not notes:
         return ""
     return "\n**Failures during the run (these rows are not valid measurements):**\n" + "".join(

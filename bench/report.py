@@ -78,6 +78,21 @@ class ConfigResult:
     def cpu_ms_per_meter(self, method: str = "ours") -> float:
         return self.cpu(method) / self.meters * 1000
 
+    @property
+    def failures(self) -> list[str]:
+        """Per method, cycles in which some meter failed or the write failed (a benchmark of
+        failures is void)."""
+        notes = []
+        for method in self.cycles:
+            bad = self.failed_cycles(method)
+            if bad:
+                errors = "; ".join(bad[0].get("errors") or [])
+                notes.append(f"{method}: {len(bad)} cycle(s) with failed meters ({errors})")
+            bad_writes = self.failed_writes(method)
+            if bad_writes:
+                notes.append(f"{method}: write failed: {bad_writes[0]['write_error']}")
+        return notes
+
     def fleet_cpu(self, method: str) -> float:
         """CPU seconds the simulator processes used during one of `method`'s cycles."""
         return median([c.get("fleet_cpu_s", float("nan")) for c in self.cycles.get(method, [])])
