@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -70,7 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", type=int, default=64, help="ours and the floor (64)")
     parser.add_argument(
-        "--fleet-processes", type=int, default=2, help="simulator processes (default 2)"
+        "--fleet-processes",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="simulator processes (default: 2, or 1 on a one-core machine)",
     )
     parser.add_argument(
         "--units-per-port", type=int, default=50, help="simulated meters per port (default 50)"

@@ -1,5 +1,6 @@
 """The simulated SDM630 fleet, split over separate server processes so that the simulator
-is not the bottleneck of what is measured (the box has 2 cores: 2 processes by default)."""
+is not the bottleneck of what is measured (2 processes by default: more than the machine's
+cores only adds contention)."""
 
 from __future__ import annotations
 
