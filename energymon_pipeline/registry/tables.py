@@ -77,6 +77,22 @@ meter_status = sa.Table(
     sa.Column("message", sa.String(512), nullable=True),
 )
 
+meter_learnt_splits = sa.Table(
+    "meter_learnt_splits",
+    metadata,
+    sa.Column(
+        "meter_id",
+        sa.Integer,
+        sa.ForeignKey("energy_meters.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("function_code", sa.Integer, primary_key=True),
+    sa.Column("address", sa.Integer, primary_key=True),
+    # Digest of the register map the split was learnt on; another digest means stale.
+    sa.Column("register_map", sa.String(64), nullable=False),
+    sa.Column("learnt_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 #: The columns of the original `registers` table, in the order of the original CSV header.
 ORIGINAL_REGISTER_COLUMNS = (
     "type",
