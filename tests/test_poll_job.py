@@ -333,3 +333,61 @@ def test_data_the_spool_bounds_drop_is_reported_in_the_run(stack):
     spool_points = query(stack, 'SELECT "lost_points", "batches" FROM "energymon_spool"')
     assert [(p["lost_points"], p["batches"]) for p in spool_points] == [(5, 1), (0, 0)]
     assert query(stack, 'SELECT * FROM "old"') == []
+
+
+def gappy_register(address: int) -> dict:
+    return {"type": "gappy", "register_address": address, "measurement_name": f"g{address}",
+            "data_unit": "V", "data_type": 3, "function_code": 4, "word_order": 2,
+            "byte_order": 2}  # fmt: skip
+
+
+def unit_requests(stack, unit: int) -> list[tuple[int, int]]:
+    return [(r.address, r.count) for r in stack["server"].requests if r.unit_id == unit]
+
+
+def test_a_learnt_split_lasts_into_the_next_runs_until_the_register_map_changes(stack, fetch):
+    """Each run is a new process (here: a new instance, a new engine): what the first run
+    learnt from exception 2 reaches the second through the registry only."""
+    engine = stack["engine"]
+    # Values at 0, 4, 8 (registers 2-3 and 6-7 unmapped: a merged read there gets exception
+    # 2), and 40-43 that read merged fine.
+    queries.insert_registers(engine, [(i, gappy_register(a)) for i, a in
+                                      enumerate([0, 4, 8, 40, 42])])  # fmt: skip
+    queries.add_meter(engine, {"id": 2, "host": "127.0.0.1", "port": stack["server"].port,
+                               "slave_address": 2, "type": "gappy"})  # fmt: skip
+    gappy = DeviceMemory()
+    for a in (0, 4, 8, 12, 40, 42):
+        gappy.set_registers(4, a, encode_value(a + 0.5, DataType.FLOAT32))
+    stack["server"].devices[2] = gappy
+    stack["server"].reset_requests()
+
+    first = run_poll(stack, meter_ids=[2])
+    assert first.success
+    assert output_metadata(first, "read_meters")["learnt splits"].value == 3
+    merged_failed = (0, 10)
+    assert unit_requests(stack, 2) == [merged_failed, (0, 2), (4, 2), (8, 2), (40, 4)]
+    assert fetch(engine, "SELECT address FROM meter_learnt_splits ORDER BY address") == [
+        (0,), (4,), (8,)
+    ]  # fmt: skip
+
+    stack["server"].reset_requests()
+    second = run_poll(stack, meter_ids=[2])
+    assert second.success
+    assert merged_failed not in unit_requests(stack, 2)
+    assert unit_requests(stack, 2) == [(0, 2), (4, 2), (8, 2), (40, 4)]
+    assert output_metadata(second, "read_meters")["learnt splits"].value == 0
+    table = output_metadata(second, "write_readings")["meters"]
+    assert [(r.data["meter"], r.data["ok"], r.data["values"]) for r in table.records] == [
+        (2, True, 5)
+    ]  # fmt: skip
+
+    # The type gains a register: the splits were learnt on another map and are forgotten,
+    # the merged read is tried again (and the gap learnt again).
+    queries.insert_registers(engine, [(0, gappy_register(12))])
+    stack["server"].reset_requests()
+    third = run_poll(stack, meter_ids=[2])
+    assert third.success
+    assert unit_requests(stack, 2) == [(0, 14), (0, 2), (4, 2), (8, 2), (12, 2), (40, 4)]
+    assert fetch(engine, "SELECT address FROM meter_learnt_splits ORDER BY address") == [
+        (0,), (4,), (8,), (12,)
+    ]  # fmt: skip

@@ -27,6 +27,7 @@ from energymon_pipeline.modbus.types import (
     RegisterSpec,
 )
 from energymon_pipeline.registry.definitions import load_definitions
+from energymon_pipeline.registry.learnt_splits import save_learnt_splits
 
 _PROBE_LABELS = {FunctionCode.READ_COILS: "coil", FunctionCode.READ_DISCRETE_INPUTS: "input"}
 
@@ -87,7 +88,8 @@ def read_meter(meter_id: int, as_json: bool) -> None:
     Exits 1 when any value could not be read (the values that could are still printed)."""
     from energymon_pipeline.modbus.reader import read_meters_sync
 
-    definitions = load_definitions(registry_engine(), meter_ids=[meter_id])
+    engine = registry_engine()
+    definitions = load_definitions(engine, meter_ids=[meter_id])
     if not definitions.meters:
         raise EnergymonError(
             definitions.problems[0]
@@ -97,7 +99,10 @@ def read_meter(meter_id: int, as_json: bool) -> None:
     for problem in definitions.problems:
         click.echo(f"warning: {problem}", err=True)
     [meter] = definitions.meters
-    _report_read(read_meters_sync([meter])[0], as_json, f"meter {meter_id} ({meter.endpoint})")
+    [result] = read_meters_sync([meter])
+    # What this read learnt about the device (exception 2 on a merged read) serves the polls.
+    save_learnt_splits(engine, [(meter, result.learnt_splits)])
+    _report_read(result, as_json, f"meter {meter_id} ({meter.endpoint})")
 
 
 @click.command("probe")

@@ -7,9 +7,12 @@ harmless and cheaper than another round trip; `PlanOptions.max_gap` bounds how m
 
 Why remember splits: some devices answer exception code 2 (illegal data address) to any read
 that spans an unmapped register. `MeterPlanner.split` re-reads such a request value by value
-and remembers those values, so later plans in this process read them alone instead of failing
-the merged read every poll. The memory is per process on purpose: after a restart the merged
-read is tried again (a firmware update or a corrected register map may have fixed it).
+and remembers those values, so the rest of the read plans them alone. Every poll run is a new
+process, so a planner lives for one read only: what it learnt is handed back to the caller
+(`MeterResult.learnt_splits`), which keeps it in the registry, and the next run seeds the
+meter's planner with it (`MeterSpec.learnt_splits`) instead of failing the merged read again.
+The registry forgets a meter's splits when its register map changes (a corrected map may have
+no gap left to avoid).
 
 Addresses are zero-based protocol addresses, sent as stored.
 
@@ -29,6 +32,7 @@ from energymon_pipeline.modbus.types import (
     PlanOptions,
     ReadRequest,
     RegisterSpec,
+    SplitKey,
 )
 
 __all__ = [
@@ -42,9 +46,6 @@ __all__ = [
 
 DEFAULT_OPTIONS = PlanOptions()
 """What a meter without overrides in the registry gets."""
-
-SplitKey = tuple[int, int]
-"""(function code, address) of a value that must be read on its own."""
 
 
 def _sort_key(register: RegisterSpec) -> tuple[int, int, str]:
@@ -130,10 +131,11 @@ def plan_requests(
 class MeterPlanner:
     """One meter's request plan, plus the values its device refused to have merged.
 
-    The caller keeps one per meter id for the life of the process. `plan` returns the same
-    ReadRequest objects while the definitions, options and split memory are unchanged, which
-    keeps the decoder cache (decode.block_decoder) warm across polls. Not thread-safe: use it
-    from one thread (the poll loop's event loop).
+    The reader makes one per meter for a read (all the samples of one run), seeded with the
+    splits earlier runs learnt. `plan` returns the same ReadRequest objects while the
+    definitions, options and split memory are unchanged, which keeps the decoder cache
+    (decode.block_decoder) hitting by identity from one sample to the next. Not thread-safe:
+    use it from one thread (the poll loop's event loop).
 
     Usage on exception code 2 for a merged read::
 

@@ -3,11 +3,12 @@
 All meters are read concurrently on one event loop, at most `concurrency` of them in flight
 at a time. Each meter keeps one connection for all samples of a run. A fault costs only what
 it touched: a Modbus exception loses that request's values; a read that spans unmapped
-registers (exception 2) is split into single-value reads, remembered for the rest of the
-process; a timeout or a lost connection (refused, failed, or closed by the device) ends that
-meter's sample (the remaining requests would fail the same way, each after another timeout)
-but never delays the other meters. A malformed answer costs only its own request: the client
-closes the connection after it, so the next request starts on a clean stream.
+registers (exception 2) is split into single-value reads, for the rest of the run and (the
+caller keeps `MeterResult.learnt_splits` in the registry) for the next runs; a timeout or a
+lost connection (refused, failed, or closed by the device) ends that meter's sample (the
+remaining requests would fail the same way, each after another timeout) but never delays the
+other meters. A malformed answer costs only its own request: the client closes the connection
+after it, so the next request starts on a clean stream.
 """
 
 from __future__ import annotations
@@ -22,23 +23,12 @@ import numpy as np
 from energymon_pipeline.modbus.client import BlockRead, ErrorKind, ModbusConnection
 from energymon_pipeline.modbus.decode import decode_block
 from energymon_pipeline.modbus.plan import MeterPlanner
-from energymon_pipeline.modbus.types import MeterSpec, ReadRequest, RegisterSpec
+from energymon_pipeline.modbus.types import MeterSpec, ReadRequest, RegisterSpec, SplitKey
 
 DEFAULT_CONCURRENCY = 64
 ILLEGAL_DATA_ADDRESS = 2
 #: Faults after which the rest of a meter's sample is not attempted.
 FATAL_KINDS = {ErrorKind.TIMEOUT, ErrorKind.REFUSED, ErrorKind.CONNECTION, ErrorKind.CLOSED}
-
-#: Per-meter planners for the life of the process, so a split learnt from an exception 2
-#: is not paid for again on the next cycle.
-_PLANNERS: dict[int, MeterPlanner] = {}
-
-
-def planner_for(meter_id: int) -> MeterPlanner:
-    planner = _PLANNERS.get(meter_id)
-    if planner is None:
-        planner = _PLANNERS[meter_id] = MeterPlanner()
-    return planner
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +52,9 @@ class MeterResult:
     failed_values: int = 0
     samples: int = 0
     latency_s: list[float] = field(default_factory=list)
+    #: Values read alone from now on because a merged read of them got exception 2 in this
+    #: read, beyond the meter's `learnt_splits`: for the caller to keep for the next runs.
+    learnt_splits: frozenset[SplitKey] = frozenset()
 
     @property
     def ok(self) -> bool:
@@ -93,9 +86,9 @@ def _describe(request: ReadRequest) -> str:
 
 
 class _MeterSession:
-    def __init__(self, meter: MeterSpec, planner: MeterPlanner) -> None:
+    def __init__(self, meter: MeterSpec) -> None:
         self.meter = meter
-        self.planner = planner
+        self.planner = MeterPlanner(meter.learnt_splits)
         self.connection = ModbusConnection(meter.endpoint)
         self.result = MeterResult(meter)
 
@@ -109,7 +102,9 @@ class _MeterSession:
                 continue
             code = block.error.exception_code
             if code == ILLEGAL_DATA_ADDRESS and len(request.registers) > 1:
-                for single in self.planner.split(request):
+                singles = self.planner.split(request)
+                result.learnt_splits = self.planner.split_keys - self.meter.learnt_splits
+                for single in singles:
                     single_block = await self._read(single)
                     if single_block.error is not None:
                         self._fail(single_block)
@@ -155,7 +150,7 @@ async def read_meters(
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(meter: MeterSpec) -> MeterResult:
-        session = _MeterSession(meter, planner_for(meter.meter_id))
+        session = _MeterSession(meter)
         try:
             for at in times:
                 delay = at - time.time()

@@ -143,6 +143,10 @@ class Endpoint:
         return f"{self.host}:{self.port} unit {self.unit_id}"
 
 
+SplitKey = tuple[int, int]
+"""(function code, address) of a value that must be read on its own."""
+
+
 @dataclass(frozen=True, slots=True)
 class MeterSpec:
     """Everything needed to poll one meter: its row of `energy_meters` and the registers of
@@ -154,3 +158,6 @@ class MeterSpec:
     description: str | None
     registers: tuple[RegisterSpec, ...]
     plan_options: PlanOptions = field(default_factory=PlanOptions)
+    #: Values this meter's device refused to have read in a merged request (exception 2),
+    #: learnt by earlier runs and kept in the registry: each is read alone from the start.
+    learnt_splits: frozenset[SplitKey] = frozenset()

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 
 import dagster as dg
+from sqlalchemy.exc import SQLAlchemyError
 
 from energymon_pipeline import readings
 from energymon_pipeline.errors import EnergymonError
@@ -16,6 +17,7 @@ from energymon_pipeline.modbus.reader import DEFAULT_CONCURRENCY, MeterResult
 from energymon_pipeline.modbus.reader import read_meters as read_all
 from energymon_pipeline.ops.types import PollPlan, ReadingsFrame
 from energymon_pipeline.registry.definitions import load_definitions as load_registry
+from energymon_pipeline.registry.learnt_splits import save_learnt_splits
 from energymon_pipeline.resources import RegistryResource
 
 
@@ -83,8 +85,13 @@ def load_definitions(
     return plan
 
 
-@dg.op(description="Read every meter concurrently at each sample time.")
-def read_meters(context: dg.OpExecutionContext, plan: PollPlan) -> list[MeterResult]:
+@dg.op(
+    description="Read every meter concurrently at each sample time; keep the request splits "
+    "a device forced (exception 2) in the registry for the next runs."
+)
+def read_meters(
+    context: dg.OpExecutionContext, plan: PollPlan, registry: RegistryResource
+) -> list[MeterResult]:
     if not plan.meters:
         context.log.info("no meters to read")
         return []
@@ -92,15 +99,34 @@ def read_meters(context: dg.OpExecutionContext, plan: PollPlan) -> list[MeterRes
     for result in results:
         if result.errors:
             context.log.warning(f"meter {result.meter.meter_id}: {result.error}")
+    _save_learnt_splits(context, registry, results)
     context.add_output_metadata(
         {
             "meters ok": sum(r.ok for r in results),
             "meters failed": sum(not r.ok for r in results),
             "requests": sum(r.requests for r in results),
             "values read": sum(len(r.readings) for r in results),
+            "learnt splits": sum(len(r.learnt_splits) for r in results),
         }
     )
     return results
+
+
+def _save_learnt_splits(
+    context: dg.OpExecutionContext, registry: RegistryResource, results: list[MeterResult]
+) -> None:
+    """The readings matter more than the splits: a registry that cannot take them now costs
+    the next run the failed merged reads again, never this run's values."""
+    learnt = [(r.meter, r.learnt_splits) for r in results if r.learnt_splits]
+    if not learnt:
+        return
+    for meter, keys in learnt:
+        values = ", ".join(f"FC{fc} {address}" for fc, address in sorted(keys))
+        context.log.info(f"meter {meter.meter_id}: reads alone from now on: {values}")
+    try:
+        save_learnt_splits(registry.engine(), learnt)
+    except (EnergymonError, SQLAlchemyError) as error:
+        context.log.warning(f"learnt request splits not saved: {error}")
 
 
 @dg.op(

@@ -25,6 +25,7 @@ from energymon_pipeline.modbus.types import (
     RegisterSpec,
 )
 from energymon_pipeline.registry import queries
+from energymon_pipeline.registry.learnt_splits import with_learnt_splits
 from energymon_pipeline.registry.tables import energy_meters, registers
 from energymon_pipeline.registry.validation import check_meter, check_register
 
@@ -113,8 +114,9 @@ def load_definitions(
     include_disabled: bool = False,
     group: str | None = None,
 ) -> Definitions:
-    """The enabled meters (or exactly `meter_ids`) with their registers; with `group`, only
-    the meters of that poll group (`default` = meters without a group)."""
+    """The enabled meters (or exactly `meter_ids`) with their registers and the request
+    splits earlier runs learnt for them; with `group`, only the meters of that poll group
+    (`default` = meters without a group)."""
     wanted = None if meter_ids is None else sorted(set(meter_ids))
 
     def work(connection) -> tuple[list[dict], list[dict]]:
@@ -160,6 +162,9 @@ def load_definitions(
             )
             continue
         result.meters.append(meter_spec(row, specs))
+    result.meters = queries.run_in_transaction(
+        engine, lambda connection: with_learnt_splits(connection, result.meters)
+    )
     return result
 
 

@@ -62,6 +62,38 @@ def test_read_reports_errors_and_exits_1(energymon, registry_url, refused_port):
     assert missing.stderr == "error: meter 42: does not exist\n"
 
 
+def test_read_keeps_and_uses_the_splits_it_learns(energymon, registry_url, modbus_server):
+    """`read` reads the way a poll does: with the splits the registry remembers, saving
+    what it learns (each command is a process of its own)."""
+    assert energymon("db", "upgrade").exit_code == 0
+    engine = db.create_engine(registry_url)
+    queries.insert_registers(
+        engine,
+        [(i, {"type": "gappy", "register_address": a, "measurement_name": f"g{a}",
+              "data_type": 3, "function_code": 4, "word_order": 2, "byte_order": 2})
+         for i, a in enumerate([0, 4])],
+    )  # fmt: skip
+    queries.add_meter(engine, {"id": 3, "host": "127.0.0.1", "port": modbus_server.port,
+                               "slave_address": 3, "type": "gappy"})  # fmt: skip
+    memory = DeviceMemory()  # registers 2-3 unmapped: a merged read gets exception 2
+    for a in (0, 4):
+        memory.set_registers(4, a, encode_value(a + 0.5, DataType.FLOAT32))
+    modbus_server.devices[3] = memory
+
+    first = json.loads(energymon("read", "3", "--json").stdout)
+    second = json.loads(energymon("read", "3", "--json").stdout)
+    assert first["ok"] and second["ok"]
+    assert [r["value"] for r in second["readings"]] == [0.5, 4.5]
+    assert [(r.address, r.count) for r in modbus_server.requests] == [
+        (0, 6), (0, 2), (4, 2),  # first: the merged read fails, then each value alone
+        (0, 2), (4, 2),  # second: alone from the start
+    ]  # fmt: skip
+    with engine.connect() as connection:
+        stored = connection.execute(sa.text("SELECT address FROM meter_learnt_splits")).all()
+    assert sorted(a for (a,) in stored) == [0, 4]
+    engine.dispose()
+
+
 def test_probe_reads_consecutive_values_with_orders(energymon, modbus_server):
     memory = DeviceMemory()
     memory.set_registers(4, 10, encode_value(230.0, DataType.FLOAT32, Order.LITTLE, Order.BIG))

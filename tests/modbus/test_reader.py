@@ -4,6 +4,7 @@ received, not what the client believes it sent."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -173,7 +174,7 @@ def test_faults_hurt_only_their_own_meter(modbus_server, refused_port, silent_po
     assert wrong_unit_r.error.startswith("FC4 0-35 (v0, v2, v4 +15): timeout")
 
 
-def test_split_after_exception_2_is_remembered(modbus_server):
+def test_split_after_exception_2_is_reported_and_seeds_the_next_read(modbus_server):
     memory = DeviceMemory()
     names = ["a", "b", "c"]
     for i, address in enumerate([0, 4, 8]):  # registers 2-3 and 6-7 are unmapped
@@ -182,19 +183,44 @@ def test_split_after_exception_2_is_remembered(modbus_server):
     modbus_server.devices[1] = memory
     spec = meter(modbus_server.port, specs)
 
-    [first] = read_meters_sync([spec])
+    # Two samples: the second of the same read already plans the values alone.
+    [first] = read_meters_sync([spec], sample_times=[0.0, 0.0])
     assert first.ok and by_name(first) == {"a": 0.0, "b": 1.0, "c": 2.0}
     assert [(r.address, r.count) for r in modbus_server.requests] == [
-        (0, 10),
-        (0, 2),
-        (4, 2),
-        (8, 2),
-    ]
+        (0, 10), (0, 2), (4, 2), (8, 2), (0, 2), (4, 2), (8, 2)
+    ]  # fmt: skip
+    assert first.learnt_splits == {(3, 0), (3, 4), (3, 8)}
 
+    # A read is all a reader remembers (every poll run is a new process): without the seed
+    # the merged read is tried again; seeded with what the first read learnt, it is not,
+    # and nothing new is reported.
     modbus_server.reset_requests()
-    [second] = read_meters_sync([spec])
+    [unseeded] = read_meters_sync([spec])
+    assert [(r.address, r.count) for r in modbus_server.requests][0] == (0, 10)
+    modbus_server.reset_requests()
+    seeded = dataclasses.replace(spec, learnt_splits=first.learnt_splits)
+    [second] = read_meters_sync([seeded])
     assert second.ok and by_name(second) == by_name(first)
     assert [(r.address, r.count) for r in modbus_server.requests] == [(0, 2), (4, 2), (8, 2)]
+    assert second.learnt_splits == frozenset()
+
+
+def test_a_learnt_split_is_reported_beyond_the_seed_only(modbus_server):
+    memory = DeviceMemory()
+    for address in (0, 4, 20, 24):  # gaps at 2-3 and 22-23
+        memory.set_registers(HR, address, encode_value(1.0, DataType.FLOAT32))
+    specs = [RegisterSpec(f"v{a}", a, function_code=HR) for a in (0, 4, 20, 24)]
+    modbus_server.devices[1] = memory
+    options = PlanOptions(max_gap=10)
+    seeded = meter(modbus_server.port, specs, options=options)
+    seeded = dataclasses.replace(seeded, learnt_splits=frozenset({(3, 0), (3, 4)}))
+
+    [result] = read_meters_sync([seeded])
+    assert result.ok
+    assert result.learnt_splits == {(3, 20), (3, 24)}
+    assert [(r.address, r.count) for r in modbus_server.requests] == [
+        (0, 2), (4, 2), (20, 6), (20, 2), (24, 2)
+    ]  # fmt: skip
 
 
 def test_per_meter_overrides_shape_the_requests(modbus_server):
