@@ -286,12 +286,13 @@ def _layout(data_type: DataType, word_order: Order, byte_order: Order):
 
 # Decoders keyed by id(request), each entry holding its request, so the id cannot be reused by
 # another object while the entry lives; the identity check makes a stale hit impossible.
-# Identity first: plans are cached per meter (plan.MeterPlanner), so the same request objects
-# come back every poll, and an identity hit costs no hashing. On an identity miss the decoder
-# is looked up by the request's value: meters of one type plan equal requests, and hashing a
-# request (a few microseconds) is far cheaper than compiling its decoder, so each distinct
-# request is compiled once per process however many meters share it, and a fleet with more
-# requests than the identity cache holds does not recompile every request every poll.
+# Identity first: a meter's plan is kept for a whole read (plan.MeterPlanner), so the same
+# request objects come back every sample of a run, and an identity hit costs no hashing. On an
+# identity miss (a new read's plans, another meter) the decoder is looked up by the request's
+# value: meters of one type plan equal requests, and hashing a request (a few microseconds) is
+# far cheaper than compiling its decoder, so each distinct request is compiled once per process
+# however many meters share it, and a fleet with more requests than the identity cache holds
+# does not recompile every request every poll.
 _CACHE_SIZE = 16384  # a few MB at most; covers fleets of several thousand meters
 _cache: OrderedDict[int, tuple[ReadRequest, BlockDecoder]] = OrderedDict()
 _shared: OrderedDict[ReadRequest, BlockDecoder] = OrderedDict()
