@@ -100,7 +100,9 @@ def virtual_server(env: Mapping[str, str] | None = None) -> VirtualServerSetting
     return VirtualServerSettings(host=host, port=port)
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no from `name` (1/true/yes/on, 0/false/no/off; `default` when unset), or a
+    SettingsError naming the variable and its value."""
     raw = env.get(name, "").strip().lower()
     if raw == "":
         return default
@@ -169,7 +171,7 @@ class InfluxSettings:
 
 def influx(env: Mapping[str, str] | None = None) -> InfluxSettings:
     env = os.environ if env is None else env
-    auth = _bool(env, "INFLUXDB_HTTP_AUTH_ENABLED", False)
+    auth = env_bool(env, "INFLUXDB_HTTP_AUTH_ENABLED", False)
     writer = env.get("INFLUXDB_WRITE_USER", "").strip()
     if writer:
         username, password_variable = writer, "INFLUXDB_WRITE_USER_PASSWORD"

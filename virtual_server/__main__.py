@@ -72,12 +72,45 @@ _DEVICE_HELP = "; ".join(f"{name}: {what}" for name, (what, _) in BUILTIN_DEVICE
     "[env VIRTUAL_SERVER_RESPONSE_DELAY_MS; default: 0]",
 )
 @click.option(
+    "--gateway/--no-gateway",
+    default=None,
+    help="Act as a Modbus TCP to RS-485 gateway: each port serves one request at a time "
+    "across all its connections, each taking --response-delay-ms. "
+    "[env VIRTUAL_SERVER_GATEWAY; default: off]",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(0, 10_000),
+    default=None,
+    help="Connections each port holds at once; one more is accepted and closed at once, as "
+    "cheap gateways do (0: no limit). [env VIRTUAL_SERVER_MAX_CONNECTIONS; default: 0]",
+)
+@click.option(
+    "--status-file",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Keep the servers' counts (requests served, connections refused, most requests in "
+    "flight) in this JSON file while running and at exit. "
+    "[env VIRTUAL_SERVER_STATUS_FILE; default: none]",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
     show_default=True,
 )
-def main(devices, host, port, fleet_size, units_per_port, response_delay_ms, log_level) -> None:
+def main(
+    devices,
+    host,
+    port,
+    fleet_size,
+    units_per_port,
+    response_delay_ms,
+    gateway,
+    max_connections,
+    status_file,
+    log_level,
+) -> None:
     """Serve simulated Modbus TCP devices (read-only), refreshed on the
     VIRTUAL_SERVER_UPDATE_CRON_{HOUR,MINUTE,SECOND}_TRIGGER schedule (defaults *, */1, 50:
     every minute at second 50, in TZ)."""
@@ -99,10 +132,20 @@ def main(devices, host, port, fleet_size, units_per_port, response_delay_ms, log
             response_delay_ms=response_delay_ms
             if response_delay_ms is not None
             else defaults.response_delay_ms,
+            gateway=gateway if gateway is not None else defaults.gateway,
+            max_connections=max_connections
+            if max_connections is not None
+            else defaults.max_connections,
             env=env,
             source=source,
         )
-        asyncio.run(serve(plan.servers, descriptions=plan.descriptions))
+        asyncio.run(
+            serve(
+                plan.servers,
+                descriptions=plan.descriptions,
+                status_file=status_file or defaults.status_file,
+            )
+        )
     except (EnergymonError, OSError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(1)

@@ -4,6 +4,8 @@ A fleet is N devices spread over unit ids 1..`units_per_port` of one server, the
 server (port) and so on: `units_per_port=1` imitates N meters with their own IP address each,
 247 (the default) a few RS-485 gateways full of meters. `response_delay_ms` delays every
 answer like a real meter or gateway does (SDM meters behind a gateway: tens of ms).
+`gateway=True` makes each port one RS-485 bus (one request at a time across its
+connections) and `max_connections` caps each port's connections, as cheap gateways do.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from virtual_server.devices.base import Device
 from virtual_server.request_handling import Request
 from virtual_server.schedule import UpdateSchedule
 from virtual_server.scheduled_server import VirtualModbusTCPServer
+from virtual_server.server import ServerStats
 
 __all__ = ["Fleet", "FleetMember", "MAX_UNITS_PER_PORT"]
 
@@ -52,6 +55,8 @@ class Fleet:
         units_per_port: int = MAX_UNITS_PER_PORT,
         response_delay_ms: float = 0,
         schedule: UpdateSchedule | None = None,
+        gateway: bool = False,
+        max_connections: int = 0,
     ) -> None:
         if size < 1:
             raise ValueError(f"a fleet needs at least 1 device, got {size}")
@@ -81,6 +86,8 @@ class Fleet:
                     host=host,
                     port=first_port + position if first_port else 0,
                     response_delay_ms=response_delay_ms,
+                    gateway=gateway,
+                    max_connections=max_connections,
                 )
             )
 
@@ -101,6 +108,18 @@ class Fleet:
     def requests(self) -> list[Request]:
         """Every request any server of the fleet received."""
         return [request for server in self.servers for request in server.requests]
+
+    @property
+    def stats(self) -> ServerStats:
+        """The servers' counts added up; `max_in_flight` is the highest of any one server
+        (for a fleet of gateways: of any one bus)."""
+        every = [server.stats for server in self.servers]
+        return ServerStats(
+            requests_served=sum(s.requests_served for s in every),
+            connections_accepted=sum(s.connections_accepted for s in every),
+            connections_refused=sum(s.connections_refused for s in every),
+            max_in_flight=max(s.max_in_flight for s in every),
+        )
 
     def set_response_delay_ms(self, delay_ms: float) -> None:
         if delay_ms < 0:

@@ -88,11 +88,14 @@ def build_servers(
     fleet_size: int = 0,
     units_per_port: int = 247,
     response_delay_ms: float = 0.0,
+    gateway: bool = False,
+    max_connections: int = 0,
     env: Mapping[str, str] | None = None,
     source: str = "--device",
 ) -> ServerPlan:
     """One server for the listed devices, or with `fleet_size` > 0 a fleet of that many
-    instances of the one listed device."""
+    instances of the one listed device; `gateway` and `max_connections` apply to every
+    server (port)."""
     env = {} if env is None else env
     if fleet_size > 0:
         if len(specs) != 1 or specs[0].unit_id is not None:
@@ -111,6 +114,8 @@ def build_servers(
                 units_per_port=units_per_port,
                 response_delay_ms=response_delay_ms,
                 schedule=schedule,
+                gateway=gateway,
+                max_connections=max_connections,
             )
         except ValueError as error:
             raise SettingsError(f"fleet: {error}") from None
@@ -138,5 +143,7 @@ def build_servers(
         host=host,
         port=port,
         response_delay_ms=response_delay_ms,
+        gateway=gateway,
+        max_connections=max_connections,
     )
     return ServerPlan([server], ["; ".join(parts)])

@@ -1,84 +1,70 @@
-"""How the virtual server answers a request: pymodbus's server (ModbusTcpServer with
-SimDevice/SimData) made to serve `DeviceMemory` tables, read-only.
+"""How the virtual server answers one request: a Modbus request PDU (function code and data,
+as carried in an MBAP frame) -> the response PDU, from the `DeviceMemory` of its unit id.
 
-Why it is built this way (pymodbus 3.16.1; the classes it relies on are named so an upgrade
-knows where to look):
+Checked in the order the Modbus application protocol specification (v1.1b3, section 6 and
+the server state diagram of 4.4) gives, so a third-party client gets what a real device
+would send:
 
-- SimData can mark addresses invalid, but only when the device is built, and for coils and
-  discrete inputs only per 16-bit group. So the server runs one catch-all SimDevice (id 0,
-  which pymodbus routes every unit id to; `whole_address_space`) whose four blocks span the
-  whole address space, and its `action` callback - called before pymodbus answers any read or
-  write - looks the request up in the unit's `DeviceMemory` (`answer_from_memory`): an
-  unmapped address returns `ExcCodes.ILLEGAL_ADDRESS`, otherwise it copies the current values
-  into the block (the callback's documented "modify registers inline"), which pymodbus then
-  returns.
-- The action callback is not told the unit id, and for bit reads it receives the number of
-  16-bit words spanned instead of the number of bits. The read request classes are therefore
-  replaced (ModbusTcpServer's `custom_pdu`: `SCOPED_READS`) by subclasses that publish the
-  decoded request in a ContextVar before running the stock handling; pymodbus runs each
-  request in its own task, so concurrent connections never see each other's request.
-- Read-only. The action answers every write function code (5, 6, 15, 16, 22, 23) with
-  `ExcCodes.ILLEGAL_FUNCTION` before pymodbus touches the block, so nothing changes.
-- Request counting uses `trace_pdu`, which pymodbus calls once for every request it decodes,
-  whatever the outcome (served, exception 1/2, unknown unit id). Frames pymodbus cannot decode
-  are not counted; among them reads asking for 0 or more than 125 registers / 2000 bits, which
-  pymodbus answers itself with exception 1 under function code 0x80. pymodbus also decodes
-  only the first request of each received TCP segment (the rest waits for more data), which
-  matters only to a client that pipelines; pymodbus's own client does not.
-- Unknown unit ids. With SimDevice, pymodbus itself never treats a unit id as missing: without
-  a device 0 a request for an absent id fails with a KeyError inside pymodbus and is answered
-  with exception 4 (device failure) plus an error log; with a device 0 every id is served by
-  it. `ignore_missing_devices` only reacts to NoSuchIdException, which only the deprecated
-  ModbusServerContext raises. So `trace_pdu` replaces a request for a unit id that is not
-  simulated with an `AbsentUnitRequest`, which raises NoSuchIdException, and pymodbus's own
-  missing-device handling applies: by default no answer at all (what a gateway does for an
-  absent device: the client times out), or with `answer_unknown_units=True` exception 0x0B
-  (gateway target device failed to respond).
+1. A unit id the server does not simulate gets no answer (a gateway whose device is absent:
+   the client times out), or with `answer_unknown_units` exception 0x0B (gateway target
+   device failed to respond), whatever the function code.
+2. A function code other than the four reads (1 coils, 2 discrete inputs, 3 holding
+   registers, 4 input registers) is answered with exception 1 (illegal function) under the
+   request's function code | 0x80. Writes (5, 6, 15, 16, 22, 23) are among them: the server
+   is read-only and nothing changes. So are diagnostics (8), device identification (0x2B)
+   and the rest: the simulated meters do not implement them.
+3. A read whose quantity is outside 1-125 registers or 1-2000 bits, or whose PDU is not
+   exactly five bytes long, is answered with exception 3 (illegal data value).
+4. A read running past address 65535, or touching an address the unit's memory does not map,
+   is answered with exception 2 (illegal data address); one touching an address without a
+   value with that address's no-value exception (0x0B by default).
+
+pymodbus 3.16.1's server answered items 2 and 3 differently (exception 1 under function code
+0x80 for a quantity it could not decode) and answered only the first of two requests that
+arrived in one TCP segment, so the server no longer uses it: `virtual_server.mbap` splits the
+byte stream into frames, `virtual_server.server` runs the connections, and this module is a
+pure function of the request and the memories, tested without a network.
 """
 
 from __future__ import annotations
 
-import asyncio
+import struct
 from collections.abc import Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from pymodbus.constants import ExcCodes
-from pymodbus.exceptions import NoSuchIdException
-from pymodbus.pdu import ModbusPDU
-from pymodbus.pdu.bit_message import ReadCoilsRequest, ReadDiscreteInputsRequest
-from pymodbus.pdu.register_message import (
-    MaskWriteRegisterRequest,
-    ReadHoldingRegistersRequest,
-    ReadInputRegistersRequest,
-    ReadWriteMultipleRegistersRequest,
-)
-from pymodbus.simulator import DataType, SimData, SimDevice
 
 from energymon_pipeline.modbus.types import FunctionCode
 from virtual_server.memory import ADDRESS_SPACE, DeviceMemory
 
 __all__ = [
-    "SCOPED_READS",
+    "MAX_READ_BITS",
+    "MAX_READ_REGISTERS",
+    "READ_FUNCTION_CODES",
     "WRITE_FUNCTION_CODES",
-    "AbsentUnitRequest",
     "Request",
-    "answer_from_memory",
+    "answer",
+    "exception_pdu",
     "request_of",
-    "whole_address_space",
 ]
 
+#: The function codes the virtual server serves: reads of the four tables.
+READ_FUNCTION_CODES = frozenset(int(code) for code in FunctionCode)
 #: Function codes that would change a device; the virtual server refuses them (exception 1).
 WRITE_FUNCTION_CODES = frozenset({5, 6, 15, 16, 22, 23})
+#: The specification's limits of one read (a response PDU holds at most 253 bytes).
+MAX_READ_REGISTERS = 125
+MAX_READ_BITS = 2000
 
 
 class Request(NamedTuple):
     """One request as it arrived on the wire (compares equal to a plain 4-tuple).
 
-    `address`/`count` are the request's start and quantity; for single writes the count is 1;
-    for function code 23 (read/write) they describe the write half; for function codes without
-    an address (diagnostics, device identification) both are 0.
+    `address`/`count` are the request's start and quantity as sent, even when they are not
+    allowed (a read of 0 registers is logged with count 0); for single writes (5, 6) and
+    mask writes (22) the count is 1; for function code 23 (read/write) they describe the
+    write half; for a function code without an address (diagnostics, device identification,
+    unknown codes) or a PDU too short to hold them, both are 0.
     """
 
     unit_id: int
@@ -87,124 +73,60 @@ class Request(NamedTuple):
     count: int
 
 
-def request_of(pdu: ModbusPDU) -> Request:
-    if isinstance(pdu, ReadWriteMultipleRegistersRequest):
-        return Request(pdu.dev_id, pdu.function_code, pdu.write_address, pdu.write_count)
-    if isinstance(pdu, MaskWriteRegisterRequest):
-        return Request(pdu.dev_id, pdu.function_code, pdu.address, 1)
-    count = pdu.count or len(pdu.bits) or len(pdu.registers)
-    return Request(pdu.dev_id, pdu.function_code, pdu.address, count)
+def request_of(unit_id: int, pdu: bytes) -> Request:
+    """The request a PDU (function code first) carries, for the request log."""
+    function_code = pdu[0]
+    data = pdu[1:]
+    address = count = 0
+    if function_code == 23 and len(data) >= 8:
+        address, count = struct.unpack(">HH", data[4:8])
+    elif function_code in (5, 6, 22) and len(data) >= 2:
+        (address,) = struct.unpack(">H", data[:2])
+        count = 1
+    elif (function_code in READ_FUNCTION_CODES or function_code in (15, 16)) and len(data) >= 4:
+        address, count = struct.unpack(">HH", data[:4])
+    return Request(unit_id, function_code, address, count)
 
 
-@dataclass(frozen=True, slots=True)
-class _ReadScope:
-    unit_id: int
-    function_code: int
-    address: int
-    count: int
+def exception_pdu(function_code: int, code: int) -> bytes:
+    """The exception response to a request with `function_code`."""
+    return bytes(((function_code | 0x80) & 0xFF, int(code)))
 
 
-# The read being served by the current task (see the module docstring).
-_current_read: ContextVar[_ReadScope | None] = ContextVar("virtual_server_read", default=None)
-
-
-class _ScopedRead(ModbusPDU):
-    """Runs pymodbus's own read handling with the decoded request published to the action."""
-
-    async def datastore_update(self, context, device_id: int) -> ModbusPDU:
-        token = _current_read.set(
-            _ReadScope(device_id, self.function_code, self.address, self.count)
-        )
-        try:
-            return await super().datastore_update(context, device_id)
-        finally:
-            _current_read.reset(token)
-
-
-class _ReadCoils(_ScopedRead, ReadCoilsRequest):
-    pass
-
-
-class _ReadDiscreteInputs(_ScopedRead, ReadDiscreteInputsRequest):
-    pass
-
-
-class _ReadHoldingRegisters(_ScopedRead, ReadHoldingRegistersRequest):
-    pass
-
-
-class _ReadInputRegisters(_ScopedRead, ReadInputRegistersRequest):
-    pass
-
-
-SCOPED_READS: list[type[ModbusPDU]] = [
-    _ReadCoils,
-    _ReadDiscreteInputs,
-    _ReadHoldingRegisters,
-    _ReadInputRegisters,
-]
-
-
-class AbsentUnitRequest(ModbusPDU):
-    """Stands in for a request to a unit id the server does not simulate: raising
-    NoSuchIdException hands it to pymodbus's missing-device handling (silence or 0x0B)."""
-
-    def __init__(self, request: ModbusPDU, delay_s: float) -> None:
-        super().__init__(dev_id=request.dev_id, transaction_id=request.transaction_id)
-        self.function_code = request.function_code
-        self._delay_s = delay_s
-
-    async def datastore_update(self, context, device_id: int) -> ModbusPDU:
-        if self._delay_s > 0:
-            await asyncio.sleep(self._delay_s)
-        raise NoSuchIdException(f"unit id {device_id} is not simulated by this server")
-
-
-def whole_address_space(action) -> SimDevice:
-    """One device (id 0 = every unit id) whose four blocks cover addresses 0..65535, so every
-    read and write reaches `action` instead of being refused by pymodbus's range check."""
-    bits = [False] * ADDRESS_SPACE
-    return SimDevice(
-        0,
-        simdata=(
-            [SimData(0, values=bits, datatype=DataType.BITS)],
-            [SimData(0, values=list(bits), datatype=DataType.BITS)],
-            [SimData(0, count=ADDRESS_SPACE, values=0, datatype=DataType.REGISTERS)],
-            [SimData(0, count=ADDRESS_SPACE, values=0, datatype=DataType.REGISTERS)],
-        ),
-        action=action,
-    )
-
-
-def answer_from_memory(
+def answer(
     devices: Mapping[int, DeviceMemory],
-    function_code: int,
-    start_address: int,
-    registers: list[int],
-) -> ExcCodes | None:
-    """The SimDevice action's answer: refuse writes; for a read, the exception its unit's
-    memory gives, or None after copying the values into `registers` (the block from
-    `start_address`, which pymodbus then slices and returns)."""
-    if function_code in WRITE_FUNCTION_CODES:
-        return ExcCodes.ILLEGAL_FUNCTION
-    read = _current_read.get()
-    if read is None or read.function_code != function_code:
-        return ExcCodes.DEVICE_FAILURE  # a read that bypassed _ScopedRead: a bug here
+    unit_id: int,
+    pdu: bytes,
+    *,
+    answer_unknown_units: bool = False,
+) -> bytes | None:
+    """The response PDU to the request PDU `pdu` (function code first, at least one byte) for
+    `unit_id`, or None for no answer at all (an absent unit id). See the module docstring
+    for the order of the checks."""
+    function_code = pdu[0]
+    memory = devices.get(unit_id)
+    if memory is None:
+        if answer_unknown_units:
+            return exception_pdu(function_code, ExcCodes.GATEWAY_NO_RESPONSE)
+        return None
+    if function_code not in READ_FUNCTION_CODES:
+        return exception_pdu(function_code, ExcCodes.ILLEGAL_FUNCTION)
     table = FunctionCode(function_code)
-    memory = devices.get(read.unit_id)
-    if memory is None:  # removed after the request arrived
-        raise NoSuchIdException(f"unit id {read.unit_id} is not simulated by this server")
-    values = memory.answer(table, read.address, read.count)
+    limit = MAX_READ_BITS if table.is_bit else MAX_READ_REGISTERS
+    if len(pdu) != 5:
+        return exception_pdu(function_code, ExcCodes.ILLEGAL_VALUE)
+    address, count = struct.unpack(">HH", pdu[1:5])
+    if not 1 <= count <= limit:
+        return exception_pdu(function_code, ExcCodes.ILLEGAL_VALUE)
+    if address + count > ADDRESS_SPACE:
+        return exception_pdu(function_code, ExcCodes.ILLEGAL_ADDRESS)
+    values = memory.answer(table, address, count)
     if isinstance(values, ExcCodes):
-        return values
-    # The caller does not await between this and pymodbus slicing the block, so concurrent
-    # reads of other units cannot overwrite what is copied in.
+        return exception_pdu(function_code, values)
     if table.is_bit:
-        for address, bit in enumerate(values, start=read.address):
-            word = address // 16 - start_address
-            mask = 1 << (address % 16)
-            registers[word] = registers[word] | mask if bit else registers[word] & ~mask
-    else:
-        first = read.address - start_address
-        registers[first : first + len(values)] = values
-    return None
+        packed = bytearray((count + 7) // 8)
+        for offset, bit in enumerate(values):
+            if bit:
+                packed[offset // 8] |= 1 << (offset % 8)
+        return bytes((function_code, len(packed))) + bytes(packed)
+    return bytes((function_code, 2 * count)) + struct.pack(f">{count}H", *values)

@@ -76,6 +76,8 @@ class VirtualModbusTCPServer(DeviceMemoryServer):
         port: int = 0,
         response_delay_ms: float = 0,
         answer_unknown_units: bool = False,
+        gateway: bool = False,
+        max_connections: int = 0,
     ) -> None:
         if isinstance(devices, Device):
             devices = dict.fromkeys(ALL_UNIT_IDS, devices)
@@ -102,6 +104,8 @@ class VirtualModbusTCPServer(DeviceMemoryServer):
             port=port,
             response_delay_ms=response_delay_ms,
             answer_unknown_units=answer_unknown_units,
+            gateway=gateway,
+            max_connections=max_connections,
         )
         self.schedule = schedule
         self.updates = 0
@@ -115,8 +119,10 @@ class VirtualModbusTCPServer(DeviceMemoryServer):
         """An instance configured like `python -m virtual_server`: listening on
         VIRTUAL_SERVER_LISTEN_HOST (default VIRTUAL_SERVER_HOST, default localhost) and
         VIRTUAL_SERVER_PORT (default 5020), updated on VIRTUAL_SERVER_UPDATE_CRON_* in TZ,
-        answering after VIRTUAL_SERVER_RESPONSE_DELAY_MS. `kwargs` win over the environment
-        and reach the constructor (a subclass's own arguments too)."""
+        answering after VIRTUAL_SERVER_RESPONSE_DELAY_MS, as a gateway if
+        VIRTUAL_SERVER_GATEWAY says so, with at most VIRTUAL_SERVER_MAX_CONNECTIONS
+        connections. `kwargs` win over the environment and reach the constructor (a
+        subclass's own arguments too)."""
         env = os.environ if env is None else env
         run = run_settings(env)
         options: dict[str, Any] = {
@@ -124,6 +130,8 @@ class VirtualModbusTCPServer(DeviceMemoryServer):
             "port": run.port,
             "schedule": UpdateSchedule.from_environment(env),
             "response_delay_ms": run.response_delay_ms,
+            "gateway": run.gateway,
+            "max_connections": run.max_connections,
         }
         options.update(kwargs)
         return cls(**options)

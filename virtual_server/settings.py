@@ -60,6 +60,9 @@ class RunSettings:
     fleet_size: int
     units_per_port: int
     response_delay_ms: float
+    gateway: bool = False
+    max_connections: int = 0
+    status_file: str | None = None
 
 
 def run_settings(env: Mapping[str, str] | None = None) -> RunSettings:
@@ -76,6 +79,9 @@ def run_settings(env: Mapping[str, str] | None = None) -> RunSettings:
         fleet_size=settings.env_int(env, "VIRTUAL_SERVER_FLEET_SIZE", 0, 0, 100_000),
         units_per_port=settings.env_int(env, "VIRTUAL_SERVER_FLEET_UNITS_PER_PORT", 247, 1, 247),
         response_delay_ms=_float(env, "VIRTUAL_SERVER_RESPONSE_DELAY_MS", 0.0, 0.0, 60_000.0),
+        gateway=settings.env_bool(env, "VIRTUAL_SERVER_GATEWAY", False),
+        max_connections=settings.env_int(env, "VIRTUAL_SERVER_MAX_CONNECTIONS", 0, 0, 10_000),
+        status_file=env.get("VIRTUAL_SERVER_STATUS_FILE", "").strip() or None,
     )
 
 

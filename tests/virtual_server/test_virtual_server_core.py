@@ -20,7 +20,7 @@ from virtual_server import DeviceMemory, DeviceMemoryServer, Request
 pytestmark = pytest.mark.timeout(60)
 
 HOLDING, INPUT, COILS, DISCRETE = 3, 4, 1, 2
-ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, GATEWAY_NO_RESPONSE = 1, 2, 0x0B
+ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, GATEWAY_NO_RESPONSE = 1, 2, 3, 0x0B
 
 
 def run(scenario, timeout: float = 30.0):
@@ -140,10 +140,10 @@ def test_writes_are_refused_with_exception_1_and_change_nothing():
     assert {fc: memory.mapped(fc) for fc in (COILS, DISCRETE, HOLDING, INPUT)} == before
 
 
-def test_read_quantity_outside_the_protocol_limits_is_refused_by_pymodbus_uncounted():
-    """pymodbus 3.16.1 refuses these frames while decoding, before the virtual server sees
-    them: exception 1 under function code 0x80, and no entry in `requests`. Its client refuses
-    to send them, so the frames are written by hand."""
+def test_read_quantity_outside_the_protocol_limits_is_exception_3_and_counted():
+    """Exception 3 (illegal data value) under the request's function code | 0x80, as the
+    specification says; pymodbus's client refuses to send such reads, so the frames are
+    written by hand. Logged with the quantity as sent."""
 
     async def raw_read(port: int, fc: int, address: int, count: int) -> bytes:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
@@ -156,10 +156,12 @@ def test_read_quantity_outside_the_protocol_limits_is_refused_by_pymodbus_uncoun
     async def scenario():
         memory = DeviceMemory(holding_registers={a: a for a in range(200)})
         async with DeviceMemoryServer({1: memory}) as server:
-            for fc, count in [(HOLDING, 0), (HOLDING, 126), (COILS, 0), (COILS, 2001)]:
+            cases = [(HOLDING, 0), (HOLDING, 126), (COILS, 0), (COILS, 2001)]
+            for fc, count in cases:
                 answer = await raw_read(server.port, fc, 0, count)
-                assert answer == struct.pack(">HHHBBB", 1, 0, 3, 1, 0x80, ILLEGAL_FUNCTION)
-            assert server.requests == []
+                assert answer == struct.pack(">HHHBBB", 1, 0, 3, 1, 0x80 | fc, ILLEGAL_VALUE)
+            assert server.requests == [(1, fc, 0, count) for fc, count in cases]
+            server.reset_requests()
             answer = await raw_read(server.port, HOLDING, 0, 1)
             assert answer[:9] == struct.pack(">HHHBBB", 1, 0, 5, 1, HOLDING, 2)
             assert server.requests == [(1, HOLDING, 0, 1)]

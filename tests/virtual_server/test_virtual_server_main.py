@@ -3,9 +3,12 @@ the flag or variable, and the real process serving until SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from pymodbus.client import ModbusTcpClient
 
 from energymon_pipeline.errors import SettingsError
 from energymon_pipeline.modbus.reader import read_meters_sync
@@ -165,3 +169,96 @@ def test_schedule_fires_at_local_wall_clock_times_with_seconds():
     assert every_ten.next_after(winter_noon_utc + 3.5) == winter_noon_utc + 10
     with pytest.raises(SettingsError, match="update schedule minute='60' selects 60"):
         UpdateSchedule(minute="60")
+
+
+def _status(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def test_a_gateway_process_reports_its_counts_in_the_status_file_and_log(tmp_path):
+    """What a benchmark running the fleet in its own process reads: the status file while it
+    runs (where the gateways listen, their counts) and at exit, and one log line per port."""
+    status_file = tmp_path / "status.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_")}
+    env |= {"VIRTUAL_SERVER_GATEWAY": "true", "VIRTUAL_SERVER_MAX_CONNECTIONS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "virtual_server", "--device", "sdm630", "--fleet", "3",
+         "--units-per-port", "3", "--response-delay-ms", "10", "--host", "127.0.0.1",
+         "--port", "0", "--status-file", str(status_file)],
+        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while (status := _status(status_file)) is None:
+            assert process.poll() is None, process.communicate(timeout=5)
+            assert time.monotonic() < deadline, "no status file after 15 s"
+            time.sleep(0.05)
+        assert status["running"] is True
+        (gateway,) = status["servers"]
+        assert (gateway["gateway"], gateway["max_connections"]) == (True, 1)
+        client = ModbusTcpClient("127.0.0.1", port=gateway["port"], timeout=2, retries=0)
+        try:
+            assert client.connect()
+            for unit in (1, 2, 3):
+                assert not client.read_input_registers(0, count=2, device_id=unit).isError()
+            with socket.create_connection(("127.0.0.1", gateway["port"]), timeout=5) as extra:
+                extra.settimeout(5)
+                with contextlib.suppress(ConnectionResetError):
+                    assert extra.recv(16) == b""
+        finally:
+            client.close()
+        wanted = {"requests_served": 3, "connections_accepted": 1, "connections_refused": 1,
+                  "max_in_flight": 1}  # fmt: skip
+        deadline = time.monotonic() + 5
+        while (status := _status(status_file)) is None or status["totals"] != wanted:
+            assert time.monotonic() < deadline, f"status not updated: {status}"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0, stderr
+    final = _status(status_file)
+    assert final is not None and final["running"] is False and final["totals"] == wanted
+    port = gateway["port"]
+    (listening,) = [line for line in stderr.splitlines() if "listening on" in line]
+    assert f"listening on 127.0.0.1:{port} (3 x sdm630 at unit ids 1-3); updates at" in listening
+    assert listening.endswith("; a gateway: one request at a time, at most 1 connection(s)")
+    assert (
+        f"127.0.0.1:{port} served 3 requests, accepted 1 connections, refused 1, "
+        "at most 1 requests in flight"
+    ) in stderr
+
+
+def test_gateway_flags_and_variables_reach_every_port():
+    plan = build_servers(
+        [DeviceSpec("sdm630")], host="127.0.0.1", port=0, schedule=None, fleet_size=4,
+        units_per_port=2, gateway=True, max_connections=3,
+    )  # fmt: skip
+    assert [(s.gateway, s.max_connections) for s in plan.servers] == [(True, 3), (True, 3)]
+    server = VirtualModbusTCPServer.from_environment(
+        {"VIRTUAL_SERVER_GATEWAY": "yes", "VIRTUAL_SERVER_MAX_CONNECTIONS": "2"}, port=0
+    )
+    assert (server.gateway, server.max_connections) == (True, 2)
+    assert not VirtualModbusTCPServer.from_environment({}, port=0).gateway
+
+
+def test_an_unwritable_status_file_is_a_one_line_error(tmp_path, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("VIRTUAL_"):
+            monkeypatch.delenv(name)
+    target = tmp_path / "missing-dir" / "status.json"
+    result = CliRunner().invoke(
+        main, ["--host", "127.0.0.1", "--port", "0", "--status-file", str(target)]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert f"error: cannot write the status file {target}: No such file or directory" in (
+        result.stderr
+    )

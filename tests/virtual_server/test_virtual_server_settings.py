@@ -33,6 +33,18 @@ def test_environment_defaults_and_overrides():
     )
     assert (run.listen_host, run.port, run.devices) == ("vs.lan", 1502, ("sdm630@1", "test"))
     assert (run.fleet_size, run.units_per_port, run.response_delay_ms) == (10, 5, 12.5)
+    assert (run.gateway, run.max_connections, run.status_file) == (False, 0, None)
+    gateway = run_settings(
+        {
+            "VIRTUAL_SERVER_GATEWAY": "True",
+            "VIRTUAL_SERVER_MAX_CONNECTIONS": "1",
+            "VIRTUAL_SERVER_STATUS_FILE": " /tmp/vs.json ",
+        }
+    )
+    assert (gateway.gateway, gateway.max_connections, gateway.status_file) == (
+        True, 1, "/tmp/vs.json",
+    )  # fmt: skip
+    assert run_settings({"VIRTUAL_SERVER_GATEWAY": "off"}).gateway is False
     listen = run_settings({"VIRTUAL_SERVER_LISTEN_HOST": "0.0.0.0"})
     assert listen.listen_host == "0.0.0.0"
     schedule = UpdateSchedule.from_environment({})
@@ -45,6 +57,10 @@ def test_environment_defaults_and_overrides():
     [
         ({"VIRTUAL_SERVER_RESPONSE_DELAY_MS": "fast"},
          "VIRTUAL_SERVER_RESPONSE_DELAY_MS='fast' is not allowed; allowed: a number from 0 to 60000"),
+        ({"VIRTUAL_SERVER_GATEWAY": "maybe"},
+         "VIRTUAL_SERVER_GATEWAY='maybe' is not a boolean; allowed: true or false"),
+        ({"VIRTUAL_SERVER_MAX_CONNECTIONS": "-1"},
+         "VIRTUAL_SERVER_MAX_CONNECTIONS=-1 is out of range; allowed: 0 to 10000"),
         ({"VIRTUAL_SERVER_FLEET_UNITS_PER_PORT": "300"},
          "VIRTUAL_SERVER_FLEET_UNITS_PER_PORT=300 is out of range; allowed: 1 to 247"),
         ({"VIRTUAL_SERVER_UPDATE_CRON_SECOND_TRIGGER": "61"},
