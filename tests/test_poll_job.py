@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from energymon_pipeline.definitions import build_definitions
+from energymon_pipeline.errors import RegistryError
 from energymon_pipeline.influx.spool import Spool
 from energymon_pipeline.modbus.decode import encode_value
 from energymon_pipeline.modbus.types import DataType
@@ -391,3 +392,26 @@ def test_a_learnt_split_lasts_into_the_next_runs_until_the_register_map_changes(
     assert fetch(engine, "SELECT address FROM meter_learnt_splits ORDER BY address") == [
         (0,), (4,), (8,), (12,)
     ]  # fmt: skip
+
+
+def test_splits_the_registry_cannot_take_cost_a_warning_not_the_readings(stack, monkeypatch):
+    queries.insert_registers(stack["engine"], [(i, gappy_register(a)) for i, a in
+                                               enumerate([0, 4])])  # fmt: skip
+    queries.add_meter(stack["engine"], {"id": 2, "host": "127.0.0.1",
+                                        "port": stack["server"].port, "slave_address": 2,
+                                        "type": "gappy"})  # fmt: skip
+    gappy = DeviceMemory()
+    for a in (0, 4):
+        gappy.set_registers(4, a, encode_value(a + 0.5, DataType.FLOAT32))
+    stack["server"].devices[2] = gappy
+
+    def unwritable(*args, **kwargs):
+        raise RegistryError("the registry is read-only")
+
+    monkeypatch.setattr("energymon_pipeline.ops.poll.save_learnt_splits", unwritable)
+    logs: list = []
+    result = run_poll(stack, logs=logs, meter_ids=[2])
+    assert result.success
+    warnings = [r.user_message for r in logs if r.level == logging.WARNING]
+    assert "learnt request splits not saved: the registry is read-only" in warnings
+    assert sorted(r["name"] for r in query(stack, 'SELECT "value" FROM /^g/')) == ["g0", "g4"]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from energymon_pipeline.commands.configured import registry_engine
 from energymon_pipeline.commands.errors import EXIT_USER_ERROR
@@ -100,8 +101,12 @@ def read_meter(meter_id: int, as_json: bool) -> None:
         click.echo(f"warning: {problem}", err=True)
     [meter] = definitions.meters
     [result] = read_meters_sync([meter])
-    # What this read learnt about the device (exception 2 on a merged read) serves the polls.
-    save_learnt_splits(engine, [(meter, result.learnt_splits)])
+    # What this read learnt about the device (exception 2 on a merged read) serves the polls;
+    # a registry that cannot take it now must not hide the readings.
+    try:
+        save_learnt_splits(engine, [(meter, result.learnt_splits)])
+    except (EnergymonError, SQLAlchemyError) as error:
+        click.echo(f"warning: meter {meter_id}: learnt request splits not saved: {error}", err=True)
     _report_read(result, as_json, f"meter {meter_id} ({meter.endpoint})")
 
 

@@ -12,6 +12,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from energymon_pipeline.errors import RegistryError
 from energymon_pipeline.modbus.decode import encode_value
 from energymon_pipeline.modbus.types import DataType, FunctionCode, Order
 from energymon_pipeline.registry import db, queries
@@ -62,7 +63,9 @@ def test_read_reports_errors_and_exits_1(energymon, registry_url, refused_port):
     assert missing.stderr == "error: meter 42: does not exist\n"
 
 
-def test_read_keeps_and_uses_the_splits_it_learns(energymon, registry_url, modbus_server):
+def test_read_keeps_and_uses_the_splits_it_learns(
+    energymon, registry_url, modbus_server, monkeypatch
+):
     """`read` reads the way a poll does: with the splits the registry remembers, saving
     what it learns (each command is a process of its own)."""
     assert energymon("db", "upgrade").exit_code == 0
@@ -91,6 +94,20 @@ def test_read_keeps_and_uses_the_splits_it_learns(energymon, registry_url, modbu
     with engine.connect() as connection:
         stored = connection.execute(sa.text("SELECT address FROM meter_learnt_splits")).all()
     assert sorted(a for (a,) in stored) == [0, 4]
+
+    # A registry that cannot take what a read learnt costs a warning, never the readings.
+    def unwritable(*args, **kwargs):
+        raise RegistryError("the registry is read-only")
+
+    monkeypatch.setattr("energymon_pipeline.commands.read.save_learnt_splits", unwritable)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM meter_learnt_splits"))
+    third = energymon("read", "3", "--json")
+    assert third.exit_code == 0
+    assert [r["value"] for r in json.loads(third.stdout)["readings"]] == [0.5, 4.5]
+    assert third.stderr == (
+        "warning: meter 3: learnt request splits not saved: the registry is read-only\n"
+    )
     engine.dispose()
 
 
