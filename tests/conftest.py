@@ -120,7 +120,7 @@ def fetch():
 
 @pytest.fixture
 def modbus_server():
-    """A real pymodbus TCP server on a free loopback port, serving `server.devices`
+    """The virtual Modbus TCP server on a free loopback port, serving `server.devices`
     (unit id -> DeviceMemory); `server.requests` lists what arrived on the wire."""
     from virtual_server import DeviceMemoryServer
 
