@@ -173,11 +173,8 @@ def test_without_gateway_mode_connections_are_served_at_the_same_time():
     with Fleet(2, lambda index: Sdm630(seed=index), units_per_port=2,
                response_delay_ms=delay_ms) as fleet:  # fmt: skip
         (server,) = fleet.servers
-        started = time.perf_counter()
         run(_two_clients_reading(server.port, [1, 2], reads))
-        elapsed = time.perf_counter() - started
     assert server.stats.max_in_flight == 2
-    assert elapsed < 2 * reads * delay_ms / 1000
 
 
 def test_pipelined_requests_on_a_gateway_queue_with_the_other_connections():
