@@ -7,6 +7,12 @@ words/bits or a classified error. Decoding, planning and scheduling never see py
 
 pymodbus version: pinned in pyproject.toml (3.16.x).
 
+One connection serves one link (a Modbus TCP endpoint or a local serial port, see
+modbus/links.py): each request names the meter it is for (`read(request, meter)`), so it goes
+to that meter's unit id with that meter's timeout and retries (pymodbus 3.16 reads both from
+its transaction manager at each request, so they are set there per request), and its answer is
+checked against that unit id. One request is in flight at a time: the caller awaits each read.
+
 How pymodbus 3.16.1 surfaces a misbehaving peer, and what this module does about it:
 
 - The peer closes the connection: the transport calls the client's `trace_connect(False)`,
@@ -36,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import struct
 import time
@@ -44,7 +51,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pymodbus import FramerType
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerRTU
@@ -238,6 +245,8 @@ class _Exchange:
 
     request: ReadRequest
     failed: asyncio.Future[ReadError]
+    #: The unit id the request went to: an answer from another unit is not its answer.
+    unit: int = 0
     tid: int = 0
     answered: bool = False
     pending: bytes = b""
@@ -288,12 +297,17 @@ def _guard(loop: asyncio.AbstractEventLoop) -> None:
 
 
 class ModbusConnection:
-    """One TCP connection to one meter, reused for every request and sample of a run."""
+    """One connection to one link (a TCP connection, or the open serial port), reused for
+    every request and sample of a run. `endpoint` holds the link's settings; a meter's own
+    (unit id, timeout, retries) come with each request."""
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self._client: AsyncModbusTcpClient | None = None
+        #: Serial lines always speak RTU, whatever the row's framer says.
+        self._framer = "rtu" if endpoint.serial is not None else endpoint.framer
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._last_request_at = 0.0
+        self._was_connected = False
         self._exchange: _Exchange | None = None
         #: Bytes arrived that no request was waiting for: reconnect before the next request.
         self._stale = False
@@ -309,20 +323,32 @@ class ModbusConnection:
         """Connect; returns the classified error, or None when connected."""
         endpoint = self.endpoint
         self.close()
-        if endpoint.framer not in _FRAMERS:
+        if self._framer not in _FRAMERS:
             return ReadError(ErrorKind.CONNECTION, f"unknown framer {endpoint.framer!r}")
-        client = AsyncModbusTcpClient(
-            endpoint.host,
-            port=endpoint.port,
-            framer=_FRAMERS[endpoint.framer],
-            timeout=endpoint.timeout_s,
-            retries=max(0, endpoint.retries),
+        hooks = {
+            "timeout": endpoint.timeout_s,
+            "retries": max(0, endpoint.retries),
             # Reconnection is this module's decision, not a background task's.
-            reconnect_delay=0,
-            reconnect_delay_max=0,
-            trace_packet=self._trace_packet,
-            trace_connect=self._trace_connect,
-        )
+            "reconnect_delay": 0,
+            "reconnect_delay_max": 0,
+            "trace_packet": self._trace_packet,
+            "trace_connect": self._trace_connect,
+        }
+        line = endpoint.serial
+        if line is not None:
+            client = AsyncModbusSerialClient(
+                line.port,
+                framer=FramerType.RTU,
+                baudrate=line.baudrate,
+                parity=line.parity,
+                stopbits=line.stopbits,
+                bytesize=line.bytesize,
+                **hooks,
+            )
+        else:
+            client = AsyncModbusTcpClient(
+                endpoint.host, port=endpoint.port, framer=_FRAMERS[self._framer], **hooks
+            )
         _guard(asyncio.get_running_loop())
         _CONNECTIONS[client.ctx] = self
         self._stale = self._hung_up = False
@@ -332,8 +358,18 @@ class ModbusConnection:
         except (OSError, ModbusException) as error:  # pymodbus usually returns False instead
             self._discard(client)
             return ReadError(ErrorKind.CONNECTION, str(error))
+        except Exception as error:  # pyserial: the port refused the line settings (termios)
+            if line is None:
+                raise
+            self._discard(client)
+            return ReadError(
+                ErrorKind.CONNECTION,
+                f"serial port {line.port} refused the settings {line}: {error}",
+            )
         if not ok:
             self._discard(client)
+            if line is not None:
+                return _serial_open_failure(line.port)
             remaining = endpoint.timeout_s - (time.monotonic() - started)
             return await _classify_connect_failure(endpoint, remaining)
         self._client = client
@@ -341,29 +377,48 @@ class ModbusConnection:
             await asyncio.sleep(endpoint.connect_delay_s)
         return None
 
-    async def read(self, request: ReadRequest) -> BlockRead:
-        """Send one read request; never raises for device or network faults."""
-        if self.endpoint.request_delay_s > 0:
-            wait = self._last_request_at + self.endpoint.request_delay_s - time.monotonic()
+    async def read(self, request: ReadRequest, meter: Endpoint | None = None) -> BlockRead:
+        """Send one read request to `meter` (its unit id, timeout and retries; default: the
+        connection's own endpoint); never raises for device or network faults."""
+        meter = meter or self.endpoint
+        pause = max(self.endpoint.inter_request_delay_s, meter.request_delay_s)
+        if pause > 0:
+            wait = self._last_request_at + pause - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
         started = time.monotonic()
-        if self._stale or self._hung_up:
-            self.close()
-        if not self.connected:
-            error = await self.open()
-            if error is None and (self._hung_up or not self.connected):
-                error = ReadError(ErrorKind.CLOSED, "right after accepting the connection")
-            if error is not None:
+        pause = 0.05
+        while True:
+            if self._stale or self._hung_up:
                 self.close()
-                return self._result(request, None, error, started)
-        exchange = _Exchange(request, asyncio.get_running_loop().create_future())
+            reconnected = False
+            if not self.connected:
+                reconnected = self._was_connected
+                error = await self._connect(meter, started)
+                if error is not None:
+                    return self._result(request, None, error, started)
+            block = await self._request(request, meter, started)
+            # A gateway busy with the old connection may accept the new one and then drop
+            # it (see _connect): try again while the meter's timeout lasts.
+            if (
+                block.error is None
+                or block.error.kind is not ErrorKind.CLOSED
+                or not reconnected
+                or time.monotonic() + pause - started > meter.timeout_s
+            ):
+                return block
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 0.5)
+
+    async def _request(self, request: ReadRequest, meter: Endpoint, started: float) -> BlockRead:
+        exchange = _Exchange(request, asyncio.get_running_loop().create_future(), meter.unit_id)
         self._exchange = exchange
-        call = asyncio.ensure_future(self._send(request))
+        self._limits(meter)
+        call = asyncio.ensure_future(self._send(request, meter.unit_id))
         call.add_done_callback(_consume)
         # pymodbus bounds the call itself (timeout per try, 1 + retries tries); this bound
         # only guards against that bookkeeping failing.
-        bound = self.endpoint.timeout_s * (max(0, self.endpoint.retries) + 1) + 1.0
+        bound = meter.timeout_s * (max(0, meter.retries) + 1) + 1.0
         try:
             await asyncio.wait(
                 (call, exchange.failed), timeout=bound, return_when=asyncio.FIRST_COMPLETED
@@ -375,7 +430,7 @@ class ModbusConnection:
                 call.cancel()
                 self._stale = True  # its answer may still come: never on this connection
         if not call.done() or call.cancelled() or call.exception() is not None:
-            error = self._classify_failure(call, exchange)
+            error = self._classify_failure(call, exchange, meter)
             # A fault leaves the stream in an unknown state: a late or partial answer must
             # never be read as the answer to the next request.
             self.close()
@@ -397,7 +452,37 @@ class ModbusConnection:
             )
         return self._result(request, data, None, started)
 
-    def _classify_failure(self, call: asyncio.Future, exchange: _Exchange) -> ReadError:
+    async def _connect(self, meter: Endpoint, started: float) -> ReadError | None:
+        """Connect for `meter`'s request. A reconnect (after a fault closed this link's last
+        connection) is retried until the meter's timeout is spent: a gateway that allows few
+        connections may still hold the old one for a moment (busy with the answer the timeout
+        abandoned) and refuse or drop the new one."""
+        pause = 0.05
+        while True:
+            error = await self.open()
+            if error is None and (self._hung_up or not self.connected):
+                error = ReadError(ErrorKind.CLOSED, "right after accepting the connection")
+            if error is None:
+                self._was_connected = True
+                return None
+            self.close()
+            retry = self._was_connected and error.kind in (ErrorKind.REFUSED, ErrorKind.CLOSED)
+            if not retry or time.monotonic() + pause - started > meter.timeout_s:
+                return error
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 0.5)
+
+    def _limits(self, meter: Endpoint) -> None:
+        """The meter's timeout and retries for the next request: pymodbus 3.16's transaction
+        manager reads both at each request (a link's meters may differ)."""
+        ctx = getattr(self._client, "ctx", None)
+        if ctx is not None:
+            ctx.comm_params.timeout_connect = meter.timeout_s
+            ctx.retries = max(0, meter.retries)
+
+    def _classify_failure(
+        self, call: asyncio.Future, exchange: _Exchange, meter: Endpoint
+    ) -> ReadError:
         """The error of a request that brought no answer: a fault the trace hooks saw on the
         wire first, else what pymodbus raised, else (the call still running) a timeout."""
         if exchange.failed.done():
@@ -409,9 +494,9 @@ class ModbusConnection:
             return ReadError(ErrorKind.MALFORMED, _first_line(error))
         if error is not None and not isinstance(error, ModbusIOException):
             return ReadError(ErrorKind.MALFORMED, _first_line(error))
-        within = f"within {self.endpoint.timeout_s:g} s"
-        if self.endpoint.retries:
-            within += f" ({self.endpoint.retries} retries)"
+        within = f"within {meter.timeout_s:g} s"
+        if meter.retries:
+            within += f" ({meter.retries} retries)"
         if exchange.pending:
             return ReadError(
                 ErrorKind.MALFORMED,
@@ -431,7 +516,7 @@ class ModbusConnection:
             if exchange is not None:
                 # (Re)sent: pymodbus starts a fresh receive buffer.
                 exchange.pending = b""
-                if self.endpoint.framer == "socket" and len(data) >= 2:
+                if self._framer == "socket" and len(data) >= 2:
                     exchange.tid = int.from_bytes(data[:2], "big")
             return data
         if exchange is None or exchange.answered or exchange.failed.done():
@@ -439,10 +524,10 @@ class ModbusConnection:
             # keep them from the framer and start the next request on a new connection.
             self._stale = True
             return b""
-        if self.endpoint.framer == "socket":
-            check = check_tcp_frame(data, exchange.request, exchange.tid, self.endpoint.unit_id)
+        if self._framer == "socket":
+            check = check_tcp_frame(data, exchange.request, exchange.tid, exchange.unit)
         else:
-            check = check_rtu_frame(data, exchange.request, self.endpoint.unit_id)
+            check = check_rtu_frame(data, exchange.request, exchange.unit)
         exchange.ignored.extend(check.ignored)
         exchange.pending = check.pending
         if check.status == "malformed":
@@ -472,10 +557,9 @@ class ModbusConnection:
                 ReadError(ErrorKind.MALFORMED, f"undecodable answer ({_first_line(exception)})")
             )
 
-    async def _send(self, request: ReadRequest):
+    async def _send(self, request: ReadRequest, unit: int):
         client = self._client
         assert client is not None
-        unit = self.endpoint.unit_id
         fc = request.function_code
         if fc is FunctionCode.READ_HOLDING_REGISTERS:
             call = client.read_holding_registers
@@ -492,7 +576,7 @@ class ModbusConnection:
     ) -> BlockRead:
         return BlockRead(request, data, error, time.time(), time.monotonic() - started)
 
-    def _discard(self, client: AsyncModbusTcpClient) -> None:
+    def _discard(self, client: AsyncModbusTcpClient | AsyncModbusSerialClient) -> None:
         _CONNECTIONS.pop(client.ctx, None)
         client.close()
 
@@ -523,6 +607,18 @@ def _payload(request: ReadRequest, response) -> list[int] | None:
     if registers is None or len(registers) != request.count:
         return None
     return list(registers)
+
+
+def _serial_open_failure(path: str) -> ReadError:
+    """pymodbus reports a serial port it could not open as False: name the likely reason."""
+    if not os.path.exists(path):
+        return ReadError(ErrorKind.CONNECTION, f"serial port {path} does not exist")
+    if not os.access(path, os.R_OK | os.W_OK):
+        return ReadError(
+            ErrorKind.CONNECTION,
+            f"no permission to open serial port {path} (is the user in its group, e.g. dialout?)",
+        )
+    return ReadError(ErrorKind.CONNECTION, f"serial port {path} could not be opened")
 
 
 async def _classify_connect_failure(endpoint: Endpoint, remaining_s: float) -> ReadError:

@@ -1,5 +1,6 @@
 """Does a meter answer? A TCP connect (with its latency), then a Modbus read of the meter's
-first register. Used by connectivity_check_job when the sensor sees a new or edited meter."""
+first register; for a meter on a serial port, the read alone (opening the port is part of it).
+Used by connectivity_check_job when the sensor sees a new or edited meter."""
 
 from __future__ import annotations
 
@@ -69,14 +70,19 @@ async def _tcp_connect(meter: MeterSpec) -> ConnectivityResult:
 
 async def check(meter: MeterSpec) -> ConnectivityResult:
     """reachable / refused / timeout / modbus exception N / no registers configured."""
-    tcp = await _tcp_connect(meter)
-    if not tcp.ok:
-        return tcp
+    line = meter.endpoint.serial
+    if line is not None:
+        opened = f"serial port {line}"
+        tcp = ConnectivityResult(REACHABLE, None, opened)
+    else:
+        tcp = await _tcp_connect(meter)
+        if not tcp.ok:
+            return tcp
+        opened = f"TCP connect in {tcp.latency_ms:.1f} ms"
     if not meter.registers:
         return ConnectivityResult(
             NO_REGISTERS, tcp.latency_ms,
-            f"TCP connect in {tcp.latency_ms:.1f} ms, but type {meter.meter_type!r} has no "
-            "registers to read",
+            f"{opened}, but type {meter.meter_type!r} has no registers to read",
         )  # fmt: skip
     first = min(meter.registers, key=lambda r: (int(r.function_code), r.address))
     [request] = plan_requests([first], PlanOptions(single_register_reads=True))
@@ -89,8 +95,7 @@ async def check(meter: MeterSpec) -> ConnectivityResult:
     if block.error is None:
         return ConnectivityResult(
             REACHABLE, tcp.latency_ms,
-            f"TCP connect in {tcp.latency_ms:.1f} ms; read {what} in "
-            f"{block.latency_s * 1000:.1f} ms",
+            f"{opened}; read {what} in {block.latency_s * 1000:.1f} ms",
         )  # fmt: skip
     error = block.error
     if error.kind is ErrorKind.MODBUS_EXCEPTION:

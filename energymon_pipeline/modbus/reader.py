@@ -1,7 +1,13 @@
 """Reading many meters at once: planned requests, bounded concurrency, partial results.
 
-All meters are read concurrently on one event loop, at most `concurrency` of them in flight
-at a time. Each meter keeps one connection for all samples of a run. A fault costs only what
+Meters are read over their links (modbus/links.py): the meters sharing a gateway (host, port,
+framer) or a serial port are read over the link's own connections (`max_connections`,
+default 1), opened once for all samples of a run, one request in flight per connection, each
+addressed to its meter's unit id; different links are read concurrently on one event loop, at
+most `concurrency` meters being read at a time. A timeout on one meter ends that meter's
+sample only: the connection is closed after it (a late answer is never read as the next
+meter's) and reopened for the link's next meter. A caller's `link_guard` is held around each
+link's whole read (the Dagster ops take the link's concurrency pool there). A fault costs only what
 it touched: a Modbus exception loses that request's values; a read that spans unmapped
 registers (exception 2) is split into single-value reads, for the rest of the run and (the
 caller keeps `MeterResult.learnt_splits` in the registry) for the next runs; a timeout or a
@@ -14,14 +20,16 @@ after it, so the next request starts on a clean stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from energymon_pipeline.modbus.client import BlockRead, ErrorKind, ModbusConnection
 from energymon_pipeline.modbus.decode import decode_block
+from energymon_pipeline.modbus.links import Link, group_links
 from energymon_pipeline.modbus.plan import MeterPlanner
 from energymon_pipeline.modbus.types import MeterSpec, ReadRequest, RegisterSpec, SplitKey
 
@@ -89,7 +97,8 @@ class _MeterSession:
     def __init__(self, meter: MeterSpec) -> None:
         self.meter = meter
         self.planner = MeterPlanner(meter.learnt_splits)
-        self.connection = ModbusConnection(meter.endpoint)
+        #: The link's connection this meter's next sample is read over.
+        self.connection: ModbusConnection | None = None
         self.result = MeterResult(meter)
 
     async def sample(self) -> None:
@@ -118,7 +127,8 @@ class _MeterSession:
                 break
 
     async def _read(self, request: ReadRequest) -> BlockRead:
-        block = await self.connection.read(request)
+        assert self.connection is not None
+        block = await self.connection.read(request, self.meter.endpoint)
         self.result.requests += 1
         if block.error is None:
             self.result.registers_read += request.count
@@ -134,41 +144,61 @@ class _MeterSession:
         self.result.failed_values += len(block.request.registers)
         self.result.errors.append(f"{_describe(block.request)}: {block.error}")
 
-    def close(self) -> None:
-        self.connection.close()
+
+#: Held around one link's read: an async context manager per link (e.g. a Dagster pool slot).
+LinkGuard = Callable[[Link], contextlib.AbstractAsyncContextManager]
 
 
 async def read_meters(
     meters: Iterable[MeterSpec],
     sample_times: Sequence[float] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
+    link_guard: LinkGuard | None = None,
 ) -> list[MeterResult]:
     """Read every meter at each of `sample_times` (epoch seconds; a time already past is
     sampled at once; None means one sample now). Results come back in the meters' order."""
-    meters = list(meters)
+    sessions = [_MeterSession(meter) for meter in meters]
     times = sorted(sample_times) if sample_times else [time.time()]
     gate = asyncio.Semaphore(max(1, concurrency))
 
-    async def one(meter: MeterSpec) -> MeterResult:
-        session = _MeterSession(meter)
-        try:
-            for at in times:
-                delay = at - time.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+    async def read_link(link: Link, members: list[_MeterSession]) -> None:
+        connections = [ModbusConnection(link.endpoint) for _ in range(link.connections)]
+
+        async def serve(connection: ModbusConnection, queue: list[_MeterSession]) -> None:
+            # One request at a time on this connection: its meters one after the other.
+            while queue:
+                session = queue.pop(0)
+                session.connection = connection
                 async with gate:
                     await session.sample()
-        finally:
-            session.close()
-        return session.result
 
-    return list(await asyncio.gather(*(one(meter) for meter in meters)))
+        try:
+            async with link_guard(link) if link_guard else contextlib.nullcontext():
+                for at in times:
+                    delay = at - time.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    queue = list(members)
+                    await asyncio.gather(*(serve(c, queue) for c in connections))
+        finally:
+            for connection in connections:
+                connection.close()
+
+    links = group_links(session.meter for session in sessions)
+    await asyncio.gather(
+        *(
+            read_link(link, [s for s in sessions if s.meter.endpoint.link_key == link.key])
+            for link in links
+        )
+    )
+    return [session.result for session in sessions]
 
 
 def read_meters_sync(
     meters: Iterable[MeterSpec],
     sample_times: Sequence[float] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
+    link_guard: LinkGuard | None = None,
 ) -> list[MeterResult]:
     """`read_meters` for synchronous callers (the CLI, Dagster ops)."""
-    return asyncio.run(read_meters(meters, sample_times, concurrency))
+    return asyncio.run(read_meters(meters, sample_times, concurrency, link_guard))

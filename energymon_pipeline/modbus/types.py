@@ -126,9 +126,33 @@ class ReadRequest:
         return self.address + self.count
 
 
+PARITIES = ("N", "E", "O")
+"""Serial parity: none, even, odd (pyserial's codes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SerialLine:
+    """A local serial port carrying Modbus RTU, with its line settings."""
+
+    port: str
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+
+    def __str__(self) -> str:
+        return f"{self.port} {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where and how to talk to one meter (the connection half of an `energy_meters` row)."""
+    """Where and how to talk to one meter (the connection half of an `energy_meters` row).
+
+    The meter sits on a link: a Modbus TCP endpoint (host, port, framer) or, when `serial` is
+    set, a local serial port (host and port are then unused). Every meter with the same
+    `link_key` shares the link's connections; `max_connections`, `inter_request_delay_s` and
+    `connect_delay_s` are the link's settings (see modbus.links for how one value is chosen
+    when its meters disagree)."""
 
     host: str
     port: int
@@ -138,9 +162,27 @@ class Endpoint:
     retries: int = 1
     connect_delay_s: float = 0.0
     request_delay_s: float = 0.0
+    serial: SerialLine | None = None
+    #: None: not set on this meter's row (the link's other rows, or 1).
+    max_connections: int | None = None
+    inter_request_delay_s: float = 0.0
+
+    @property
+    def link_key(self) -> str:
+        """The link's identity: `serial:<path>` or `tcp:<host>:<port>:<framer>`."""
+        if self.serial is not None:
+            return f"serial:{self.serial.port}"
+        return f"tcp:{self.host.strip().lower()}:{self.port}:{self.framer}"
+
+    @property
+    def link_name(self) -> str:
+        """The link for a person: the serial port, or host:port."""
+        if self.serial is not None:
+            return self.serial.port
+        return f"{self.host}:{self.port}"
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port} unit {self.unit_id}"
+        return f"{self.link_name} unit {self.unit_id}"
 
 
 SplitKey = tuple[int, int]

@@ -23,6 +23,7 @@ from energymon_pipeline.modbus.types import (
     Order,
     PlanOptions,
     RegisterSpec,
+    SerialLine,
 )
 from energymon_pipeline.registry import queries
 from energymon_pipeline.registry.learnt_splits import with_learnt_splits
@@ -61,6 +62,17 @@ def _overrides(row: dict[str, Any], *columns: str) -> dict[str, Any]:
     return {column: row[column] for column in columns if row.get(column) is not None}
 
 
+def serial_line(row: dict[str, Any]) -> SerialLine | None:
+    """The serial port of a meter row on one (NULL line settings take SerialLine's defaults)."""
+    if not row.get("serial_port"):
+        return None
+    return SerialLine(
+        port=row["serial_port"].strip(),
+        **_overrides(row, "baudrate", "stopbits", "bytesize"),
+        **({"parity": row["parity"].strip().upper()} if row.get("parity") else {}),
+    )
+
+
 def meter_spec(row: dict[str, Any], specs: Iterable[RegisterSpec]) -> MeterSpec:
     """A meter row that passed validation.check_meter, with the RegisterSpecs of its type."""
     return MeterSpec(
@@ -70,7 +82,11 @@ def meter_spec(row: dict[str, Any], specs: Iterable[RegisterSpec]) -> MeterSpec:
             port=row["port"],
             unit_id=row["slave_address"],
             framer=row.get("framer") or "socket",
-            **_overrides(row, "timeout_s", "retries", "connect_delay_s", "request_delay_s"),
+            serial=serial_line(row),
+            **_overrides(
+                row, "timeout_s", "retries", "connect_delay_s", "request_delay_s", "max_connections"
+            ),
+            inter_request_delay_s=(row.get("inter_request_delay_ms") or 0) / 1000,
         ),
         meter_type=row["type"],
         description=row["description"],

@@ -340,3 +340,39 @@ def meter_versions(engine: Engine) -> dict[int, tuple[bool, datetime]]:
         return versions
 
     return run_in_transaction(engine, work)
+
+
+#: The columns that are a link's settings (modbus/links.py), set on all of its meters at once.
+LINK_COLUMNS = ("max_connections", "inter_request_delay_ms", "connect_delay_s")
+
+
+def link_key(row: dict[str, Any]) -> str:
+    """A meter row's link, as modbus.types.Endpoint.link_key names it."""
+    if row.get("serial_port"):
+        return f"serial:{row['serial_port'].strip()}"
+    return f"tcp:{str(row['host']).strip().lower()}:{row['port']}:{row.get('framer') or 'socket'}"
+
+
+def set_link(engine: Engine, meter_id: int, settings: dict[str, Any]) -> list[int]:
+    """Set link settings (LINK_COLUMNS; None leaves one as it is) on every meter that shares
+    `meter_id`'s link, so its rows agree; returns their ids."""
+    unknown = set(settings) - set(LINK_COLUMNS)
+    if unknown:
+        raise RegistryError(f"not link settings: {', '.join(sorted(unknown))}")
+    values = {k: v for k, v in settings.items() if v is not None}
+    _clean, problems = check_meter({**get_meter(engine, meter_id), **values})
+    problems = [message for column, message in problems if column in values]
+    if problems:
+        raise RegistryError("link not changed: " + "; ".join(problems))
+
+    def work(connection) -> list[int]:
+        rows = [dict(r._mapping) for r in connection.execute(sa.select(energy_meters))]
+        [key] = [link_key(r) for r in rows if r["id"] == meter_id]
+        ids = sorted(r["id"] for r in rows if link_key(r) == key)
+        if values:
+            connection.execute(
+                energy_meters.update().where(energy_meters.c.id.in_(ids)).values(values)
+            )
+        return ids
+
+    return run_in_transaction(engine, work)

@@ -38,6 +38,15 @@ energy_meters = sa.Table(
     sa.Column("connect_delay_s", sa.Float, nullable=True),
     sa.Column("request_delay_s", sa.Float, nullable=True),
     sa.Column("poll_group", sa.String(32), nullable=True),
+    # The link's settings (migration 0005; see modbus/links.py): NULL = 1 and 0.
+    sa.Column("max_connections", sa.Integer, nullable=True),
+    sa.Column("inter_request_delay_ms", sa.Integer, nullable=True),
+    # A meter on a local serial port (Modbus RTU); NULL serial_port = Modbus TCP.
+    sa.Column("serial_port", sa.String(255), nullable=True),
+    sa.Column("baudrate", sa.Integer, nullable=True),
+    sa.Column("parity", sa.String(1), nullable=True),
+    sa.Column("stopbits", sa.Integer, nullable=True),
+    sa.Column("bytesize", sa.Integer, nullable=True),
 )
 
 registers = sa.Table(

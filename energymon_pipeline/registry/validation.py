@@ -16,6 +16,7 @@ from typing import Any
 
 from energymon_pipeline.modbus.types import (
     MAX_REGISTERS_PER_REQUEST,
+    PARITIES,
     DataType,
     FunctionCode,
 )
@@ -247,13 +248,25 @@ def check_register(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem
 def check_meter(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
     """Validate one meter row (CLI input); returns the normalized row and its problems."""
     problems: list[Problem] = []
-    clean: dict[str, Any] = {
-        "host": _host(row, problems),
-        "port": _integer(row, "port", 1, 65535, problems),
-        "slave_address": _integer(row, "slave_address", 0, 255, problems, "0-255 (Modbus unit id)"),
-        "type": _text(row, "type", 32, True, problems),
-        "description": _text(row, "description", 64, False, problems),
-    }
+    serial = _serial_line(row, problems)
+    if serial:
+        # A serial meter's host and port are unused (host repeats the path for listings).
+        clean: dict[str, Any] = {
+            "host": _text(row, "host", 64, True, problems),
+            "port": _integer(row, "port", 0, 65535, problems),
+        }
+    else:
+        clean = {"host": _host(row, problems), "port": _integer(row, "port", 1, 65535, problems)}
+    clean.update(serial)
+    clean.update(
+        {
+            "slave_address": _integer(
+                row, "slave_address", 0, 255, problems, "0-255 (Modbus unit id)"
+            ),
+            "type": _text(row, "type", 32, True, problems),
+            "description": _text(row, "description", 64, False, problems),
+        }
+    )
     group = row.get("poll_group")
     if group is not None and str(group).strip():
         group = str(group).strip()
@@ -281,7 +294,69 @@ def check_meter(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
             )
         clean["timeout_s"] = value
     _plan_options(row, clean, problems)
+    _link_settings(row, clean, problems)
     return clean, problems
+
+
+def _optional_int(
+    row: Mapping[str, Any], clean: dict[str, Any], column: str, low: int, high: int,
+    problems: list[Problem], allowed: str | None = None,
+) -> None:  # fmt: skip
+    if row.get(column) is not None and not (isinstance(row[column], str) and not row[column]):
+        clean[column] = _integer(row, column, low, high, problems, allowed)
+
+
+SERIAL_PATH_ALLOWED = (
+    "the serial device's absolute path, such as /dev/ttyUSB0, up to 255 characters"
+)
+
+
+def _serial_line(row: Mapping[str, Any], problems: list[Problem]) -> dict[str, Any]:
+    """A serial meter's port and line settings (NULL = 9600 baud, N, 1 stop bit, 8 bits);
+    empty for a Modbus TCP meter."""
+    path = row.get("serial_port")
+    if path is None or not str(path).strip():
+        return {}
+    clean: dict[str, Any] = {"serial_port": _text(row, "serial_port", 255, True, problems)}
+    if clean["serial_port"] is not None and not clean["serial_port"].startswith("/"):
+        problems.append(
+            ("serial_port", f"serial_port {path!r} is not allowed; allowed: {SERIAL_PATH_ALLOWED}")
+        )
+    _optional_int(row, clean, "baudrate", 50, 4_000_000, problems, "50-4000000 bits per second")
+    _optional_int(row, clean, "stopbits", 1, 2, problems, "1 or 2")
+    _optional_int(row, clean, "bytesize", 7, 8, problems, "7 or 8 data bits")
+    parity = row.get("parity")
+    if parity is not None and str(parity).strip():
+        parity = str(parity).strip().upper()
+        if parity not in PARITIES:
+            problems.append(
+                ("parity", f"parity {row.get('parity')!r} is not allowed; allowed: N, E or O")
+            )
+        clean["parity"] = parity
+    return clean
+
+
+def _link_settings(row: Mapping[str, Any], clean: dict[str, Any], problems: list[Problem]) -> None:
+    """The settings of the meter's link (modbus/links.py), where set: NULL means the default."""
+    _optional_int(
+        row, clean, "max_connections", 1, 64, problems,
+        "1-64 (connections a poll opens to the link at once)",
+    )  # fmt: skip
+    _optional_int(
+        row, clean, "inter_request_delay_ms", 0, 60_000, problems,
+        "0-60000 milliseconds between requests on one connection",
+    )  # fmt: skip
+    delay = row.get("connect_delay_s")
+    if delay is not None:
+        value = _as_float(delay)
+        if value is None or not 0 <= value <= 60:
+            problems.append(
+                (
+                    "connect_delay_s",
+                    f"connect_delay_s {delay} is not allowed; allowed: 0-60 seconds",
+                )
+            )
+        clean["connect_delay_s"] = value
 
 
 def _plan_options(row: Mapping[str, Any], clean: dict[str, Any], problems: list[Problem]) -> None:
