@@ -26,6 +26,7 @@ from energymon_pipeline.modbus.types import (
     Order,
     PlanOptions,
     RegisterSpec,
+    SerialLine,
 )
 from energymon_pipeline.registry.definitions import load_definitions
 from energymon_pipeline.registry.learnt_splits import save_learnt_splits
@@ -111,8 +112,22 @@ def read_meter(meter_id: int, as_json: bool) -> None:
 
 
 @click.command("probe")
-@click.option("--host", required=True, help="Device or gateway host.")
+@click.option("--host", default=None, help="Device or gateway host (or --serial).")
 @click.option("--port", type=click.IntRange(1, 65535), default=502, show_default=True)
+@click.option(
+    "--serial",
+    "serial_port",
+    default=None,
+    help="Serial device path for Modbus RTU on a local port, e.g. /dev/ttyUSB0 (instead of "
+    "--host).",
+)
+@click.option("--baudrate", type=click.IntRange(50, 4_000_000), default=9600, show_default=True)
+@click.option(
+    "--parity", type=click.Choice(["N", "E", "O"], case_sensitive=False), default="N",
+    show_default=True, help="Serial parity: N none, E even, O odd.",
+)  # fmt: skip
+@click.option("--stopbits", type=click.Choice(["1", "2"]), default="1", show_default=True)
+@click.option("--bytesize", type=click.Choice(["7", "8"]), default="8", show_default=True)
 @click.option(
     "--unit",
     type=click.IntRange(0, 255),
@@ -164,10 +179,18 @@ def read_meter(meter_id: int, as_json: bool) -> None:
     "--timeout", "timeout_s", type=click.FloatRange(0.1, 60), default=3.0, show_default=True
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def probe(host, port, unit, address, count, function_code, data_type, word_order, byte_order,
-          framer, timeout_s, as_json) -> None:  # fmt: skip
+def probe(host, port, serial_port, baudrate, parity, stopbits, bytesize, unit, address, count,
+          function_code, data_type, word_order, byte_order, framer, timeout_s,
+          as_json) -> None:  # fmt: skip
     """Ad-hoc read of consecutive values, for working out a new device's register map."""
     from energymon_pipeline.modbus.reader import read_meters_sync
+
+    if (host is None) == (serial_port is None):
+        raise click.UsageError("give --host (Modbus TCP) or --serial PATH (Modbus RTU), not both")
+    line = None
+    if serial_port is not None:
+        line = SerialLine(serial_port, baudrate, parity.upper(), int(stopbits), int(bytesize))
+        host, port = serial_port, 0
 
     dtype = DataType(int(data_type)) if data_type.isdigit() else DataType[data_type.upper()]
     fc = FunctionCode(function_code)
@@ -199,7 +222,9 @@ def probe(host, port, unit, address, count, function_code, data_type, word_order
     )
     meter = MeterSpec(
         meter_id=-1,
-        endpoint=Endpoint(host, port, unit, framer=framer, timeout_s=timeout_s, retries=0),
+        endpoint=Endpoint(
+            host, port, unit, framer=framer, timeout_s=timeout_s, retries=0, serial=line
+        ),
         meter_type="probe",
         description=None,
         registers=specs,

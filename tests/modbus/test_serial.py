@@ -4,6 +4,8 @@ CRC checked both ways)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from rtu_sim import RtuBus, word
 
@@ -23,6 +25,12 @@ pytestmark = pytest.mark.timeout(60)
 REGISTERS = tuple(
     RegisterSpec(f"r{a}", a, DataType.UINT16, FunctionCode.READ_INPUT_REGISTERS)
     for a in (0, 1, 2, 30)
+)
+
+
+REGISTERS_CSV = (
+    "type,register_address,measurement_name,data_unit,data_type,function_code,word_order,"
+    "byte_order\nserialtest,0,a,V,4,4,2,2\nserialtest,1,b,V,4,4,2,2\n"
 )
 
 
@@ -98,3 +106,35 @@ def test_line_settings_the_port_refuses_are_named(bus):
     [result] = read_meters_sync([serial_meter(rtu.path, 1, parity="E")])
     assert not result.ok
     assert f"serial port {rtu.path} refused the settings" in result.error
+
+
+def test_probe_and_read_on_a_serial_port(bus, energymon, tmp_path):
+    rtu = bus(units={4})
+    probed = energymon(
+        "probe", "--serial", rtu.path, "--unit", "4", "--address", "10", "--count", "3",
+        "--function", "4", "--type", "UINT16", "--timeout", "1", "--json",
+    )  # fmt: skip
+    assert probed.exit_code == 0, probed.stderr
+    values = [r["value"] for r in json.loads(probed.stdout)["readings"]]
+    assert values == [word(4, 10), word(4, 11), word(4, 12)]
+
+    assert energymon("db", "upgrade").exit_code == 0
+    csv = tmp_path / "registers.csv"
+    csv.write_text(REGISTERS_CSV)
+    assert energymon("registers", "import", str(csv)).exit_code == 0
+    added = energymon(
+        "meters", "add", "--serial", rtu.path, "--baudrate", "19200", "--parity", "N",
+        "--stopbits", "1", "--unit", "4", "--type", "serialtest", "--id", "9",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.stderr
+    read = energymon("read", "9", "--json")
+    assert read.exit_code == 0, read.stderr
+    assert {r["measurement"]: r["value"] for r in json.loads(read.stdout)["readings"]} == {
+        "a": word(4, 0), "b": word(4, 1),
+    }  # fmt: skip
+    assert rtu.bad_crc == 0
+
+
+def test_probe_needs_host_or_serial(energymon):
+    neither = energymon("probe", "--address", "0")
+    assert neither.exit_code == 2 and "give --host (Modbus TCP) or --serial PATH" in neither.stderr
