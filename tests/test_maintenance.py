@@ -65,7 +65,8 @@ def test_instance_configs_are_valid(path, tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     shutil.copy(ROOT / path, tmp_path / "dagster.yaml")
     config, _ = dagster_instance_config(str(tmp_path))
-    limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {
         "key": "energymon/poll_group",
         "value": {"applyLimitPerUniqueValue": True},
@@ -74,5 +75,8 @@ def test_instance_configs_are_valid(path, tmp_path, monkeypatch):
     assert config["run_retries"] == {"enabled": True, "max_retries": 1,
                                      "retry_on_asset_or_op_failure": False}  # fmt: skip
     assert config["telemetry"] == {"enabled": False}
+    # Every link pool (ops/link_pools.py) gets limit 1; crashed runs' slots are freed.
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] == 60
     if path == "dagster.yaml":
         assert "postgres" in config["storage"]

@@ -48,6 +48,7 @@ def test_default_schedule_polls_every_minute_at_second_0():
         "scheduled_minute": when.isoformat(),
         "read_concurrency": 64,
         "dry_run": False,
+        "link_wait_s": 50.0,
     }
 
 

@@ -117,6 +117,12 @@ class BlockRead:
 
 _FRAMERS = {"socket": FramerType.SOCKET, "rtu": FramerType.RTU}
 
+#: How long a first connect a peer drops at once is retried (see ModbusConnection._connect).
+FIRST_CONNECT_RETRY_S = 0.5
+#: A pause after connecting (unless the link has its own), in which a peer that drops the new
+#: connection at once is seen doing so before the first request is sent.
+ACCEPT_SETTLE_S = 0.01
+
 
 # --- checking a received buffer against the request it should answer --------------------
 
@@ -387,6 +393,12 @@ class ModbusConnection:
             if wait > 0:
                 await asyncio.sleep(wait)
         started = time.monotonic()
+        # How long a dropped or refused connect is retried: the meter's timeout once this
+        # link has been connected (a reconnect), briefly for a first connect (a peer that
+        # always drops connections fails fast).
+        patience_s = (
+            meter.timeout_s if self._was_connected else min(meter.timeout_s, FIRST_CONNECT_RETRY_S)
+        )
         pause = 0.05
         while True:
             if self._stale or self._hung_up:
@@ -394,7 +406,7 @@ class ModbusConnection:
             reconnected = False
             if not self.connected:
                 reconnected = self._was_connected
-                error = await self._connect(meter, started)
+                error = await self._connect(meter, started, patience_s)
                 if error is not None:
                     return self._result(request, None, error, started)
             block = await self._request(request, meter, started)
@@ -404,7 +416,7 @@ class ModbusConnection:
                 block.error is None
                 or block.error.kind is not ErrorKind.CLOSED
                 or not reconnected
-                or time.monotonic() + pause - started > meter.timeout_s
+                or time.monotonic() + pause - started > patience_s
             ):
                 return block
             await asyncio.sleep(pause)
@@ -452,22 +464,33 @@ class ModbusConnection:
             )
         return self._result(request, data, None, started)
 
-    async def _connect(self, meter: Endpoint, started: float) -> ReadError | None:
-        """Connect for `meter`'s request. A reconnect (after a fault closed this link's last
-        connection) is retried until the meter's timeout is spent: a gateway that allows few
-        connections may still hold the old one for a moment (busy with the answer the timeout
-        abandoned) and refuse or drop the new one."""
+    async def _connect(
+        self, meter: Endpoint, started: float, patience_s: float
+    ) -> ReadError | None:
+        """Connect for `meter`'s request, retrying until the meter's timeout is spent while
+        the peer drops the connection right after accepting it, or refuses a reconnect (after
+        a fault closed this link's last connection): a gateway that allows few connections may
+        still hold the old one (busy with the answer a timeout abandoned, or not yet aware
+        that another run's connection closed)."""
         pause = 0.05
         while True:
             error = await self.open()
+            if error is None and self.endpoint.connect_delay_s <= 0:
+                # Give a drop right after the accept (a gateway at its limit) time to arrive.
+                await asyncio.sleep(ACCEPT_SETTLE_S)
             if error is None and (self._hung_up or not self.connected):
                 error = ReadError(ErrorKind.CLOSED, "right after accepting the connection")
             if error is None:
                 self._was_connected = True
                 return None
             self.close()
-            retry = self._was_connected and error.kind in (ErrorKind.REFUSED, ErrorKind.CLOSED)
-            if not retry or time.monotonic() + pause - started > meter.timeout_s:
+            # Dropped right after accepting: a gateway at its connection limit (also one that
+            # has not yet seen another run's connection close). Refused on a reconnect: one
+            # that turns connections away while busy with the old one.
+            retry = error.kind is ErrorKind.CLOSED or (
+                self._was_connected and error.kind is ErrorKind.REFUSED
+            )
+            if not retry or time.monotonic() + pause - started > patience_s:
                 return error
             await asyncio.sleep(pause)
             pause = min(2 * pause, 0.5)

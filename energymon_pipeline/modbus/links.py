@@ -23,6 +23,11 @@ from dataclasses import dataclass, field, replace
 from energymon_pipeline.modbus.types import Endpoint, MeterSpec
 
 
+class LinkUnavailable(Exception):
+    """A link_guard (modbus.reader) could not get the link in time: its meters are not read
+    in this run, and the message says why."""
+
+
 @dataclass(frozen=True)
 class Link:
     key: str

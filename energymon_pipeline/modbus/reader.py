@@ -29,7 +29,7 @@ import numpy as np
 
 from energymon_pipeline.modbus.client import BlockRead, ErrorKind, ModbusConnection
 from energymon_pipeline.modbus.decode import decode_block
-from energymon_pipeline.modbus.links import Link, group_links
+from energymon_pipeline.modbus.links import Link, LinkUnavailable, group_links
 from energymon_pipeline.modbus.plan import MeterPlanner
 from energymon_pipeline.modbus.types import MeterSpec, ReadRequest, RegisterSpec, SplitKey
 
@@ -180,6 +180,10 @@ async def read_meters(
                         await asyncio.sleep(delay)
                     queue = list(members)
                     await asyncio.gather(*(serve(c, queue) for c in connections))
+        except LinkUnavailable as error:  # the guard's bounded wait ran out: not read this run
+            for session in members:
+                session.result.errors.append(str(error))
+                session.result.failed_values += len(session.meter.registers) * len(times)
         finally:
             for connection in connections:
                 connection.close()

@@ -9,6 +9,8 @@ import dagster as dg
 from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.influx.points import connectivity_line
 from energymon_pipeline.modbus.connectivity import check_sync
+from energymon_pipeline.modbus.links import LinkUnavailable
+from energymon_pipeline.ops.link_pools import LinkPools
 from energymon_pipeline.registry import queries
 from energymon_pipeline.registry.definitions import load_meter
 from energymon_pipeline.resources import InfluxResource, RegistryResource
@@ -16,9 +18,14 @@ from energymon_pipeline.resources import InfluxResource, RegistryResource
 
 class ConnectivityConfig(dg.Config):
     meter_id: int
+    #: Seconds to wait for the meter's link while another run reads it (ops/link_pools.py).
+    link_wait_s: float = 120.0
 
 
-@dg.op(description="TCP connect, then a Modbus read of the meter's first register.")
+@dg.op(
+    description="TCP connect, then a Modbus read of the meter's first register, holding the "
+    "meter's link pool so no other run talks to the link meanwhile."
+)
 def check_meter_connectivity(
     context: dg.OpExecutionContext,
     config: ConnectivityConfig,
@@ -30,7 +37,12 @@ def check_meter_connectivity(
         meter = load_meter(engine, config.meter_id)
     except EnergymonError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
-    outcome = check_sync(meter)
+    pools = LinkPools(context, config.link_wait_s)
+    try:
+        with pools.hold_sync(meter.endpoint.link_key, meter.endpoint.link_name):
+            outcome = check_sync(meter)
+    except LinkUnavailable as error:  # not checked: the meter's state is not known, not bad
+        raise dg.Failure(description=f"meter {meter.meter_id}: {error}") from None
     now = datetime.now(UTC)
     queries.record_status(
         engine, meter.meter_id, now, outcome.result, outcome.latency_ms, outcome.message

@@ -13,8 +13,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from energymon_pipeline import readings
 from energymon_pipeline.errors import EnergymonError
+from energymon_pipeline.modbus.links import group_links
 from energymon_pipeline.modbus.reader import DEFAULT_CONCURRENCY, MeterResult
 from energymon_pipeline.modbus.reader import read_meters as read_all
+from energymon_pipeline.ops.link_pools import LinkPools
 from energymon_pipeline.ops.types import PollPlan, ReadingsFrame
 from energymon_pipeline.registry.definitions import load_definitions as load_registry
 from energymon_pipeline.registry.learnt_splits import save_learnt_splits
@@ -35,6 +37,9 @@ class PollConfig(dg.Config):
     #: The minute the schedule fired for (ISO 8601); empty means the current minute.
     scheduled_minute: str | None = None
     read_concurrency: int = DEFAULT_CONCURRENCY
+    #: Seconds to wait for a link (gateway, serial port) another run is reading before its
+    #: meters are given up for this run (ops/link_pools.py).
+    link_wait_s: float = 50.0
 
 
 def sample_times(seconds: list[int], minute: datetime, now: float) -> list[float]:
@@ -71,6 +76,7 @@ def load_definitions(
         sample_times=sample_times(config.sample_seconds, minute, now),
         dry_run=config.dry_run,
         read_concurrency=config.read_concurrency,
+        link_wait_s=config.link_wait_s,
     )
     context.add_output_metadata(
         {
@@ -86,7 +92,8 @@ def load_definitions(
 
 
 @dg.op(
-    description="Read every meter concurrently at each sample time; keep the request splits "
+    description="Read every meter at each sample time, link by link (links concurrently, "
+    "each link's Dagster pool held while it is read); keep the request splits "
     "a device forced (exception 2) in the registry for the next runs."
 )
 def read_meters(
@@ -95,7 +102,13 @@ def read_meters(
     if not plan.meters:
         context.log.info("no meters to read")
         return []
-    results = asyncio.run(read_all(plan.meters, plan.sample_times, plan.read_concurrency))
+    for link in group_links(plan.meters):
+        for conflict in link.conflicts:
+            context.log.warning(conflict)
+    pools = LinkPools(context, plan.link_wait_s)
+    results = asyncio.run(
+        read_all(plan.meters, plan.sample_times, plan.read_concurrency, link_guard=pools.hold)
+    )
     for result in results:
         if result.errors:
             context.log.warning(f"meter {result.meter.meter_id}: {result.error}")

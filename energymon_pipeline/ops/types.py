@@ -23,3 +23,5 @@ class PollPlan:
     sample_times: list[float]
     dry_run: bool
     read_concurrency: int
+    #: How long the read waits for a link another run holds (ops/link_pools.py).
+    link_wait_s: float = 50.0

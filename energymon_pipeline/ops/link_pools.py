@@ -1,0 +1,143 @@
+"""No two runs talk to one link at once: each link is a Dagster concurrency pool.
+
+A poll run, a second poll group, a connectivity check or a manual run may all want the same
+gateway or serial port. Dagster's run-level controls (tag_concurrency_limits) match tag keys
+exactly and one run carries one value per key, and an op's `pool=` is fixed when the job is
+defined (dagster 1.13: ExecutionStep.pool comes from the op definition), so neither can name
+the links a run touches, which the registry decides at run time. Dagster's pools themselves
+are dynamic: any name can be claimed, and the instance's `concurrency: pools: default_limit`
+(1 in dagster.yaml and config/dagster.local.yaml) gives every new pool its limit. So the op
+that reads a link claims a slot of the pool `energymon/link/<link>` in the instance's own
+concurrency storage (the storage calls the step executor uses for `pool=`), holds it while it
+reads the link and frees it after. A run that finds the slot taken waits in the pool's queue
+(first come, first served) and says so in its log; the Deployment > Concurrency page of the UI
+lists the pool with the run holding it and the runs waiting. Links that are free are read at
+once, so poll groups on different links run in parallel.
+
+A pool's limit can be raised in the UI or with `dagster instance concurrency set`; without a
+limit (an instance configured without `default_limit`, like a test's ephemeral one) the links
+are not guarded across runs, and the first claim says so in the log. A slot left behind by a
+crashed run is freed by the run monitoring daemon (`run_monitoring:
+free_slots_after_run_end_seconds`). Every wait is bounded: a link still busy after the op's
+`link_wait_s` is not read in this run (its meters fail with "link busy").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import dagster as dg
+
+from energymon_pipeline.modbus.links import Link, LinkUnavailable
+
+POOL_PREFIX = "energymon/link/"
+#: How often a waiting claim asks again (Dagster's own step executor backs off to 15 s).
+POLL_INTERVAL_S = 0.25
+
+
+def pool_name(link_key: str) -> str:
+    """The link's pool: Dagster pool names are any non-whitespace characters."""
+    return POOL_PREFIX + "".join("_" if c.isspace() else c for c in link_key)
+
+
+class LinkPools:
+    """Claims of link pools for one op of one run."""
+
+    def __init__(self, context: dg.OpExecutionContext, wait_s: float) -> None:
+        self._instance = context.instance
+        self._run_id = context.run_id
+        self._op = context.op.name
+        self._log = context.log
+        self._wait_s = wait_s
+        self._said_unguarded = False
+
+    def _step_key(self, link_key: str) -> str:
+        return f"{self._op}[{link_key}]"
+
+    def _limited(self, pool: str) -> bool:
+        """Whether `pool` has a limit, giving it the instance's default limit the first time
+        (as Dagster's step executor does for an op's pool)."""
+        storage = self._instance.event_log_storage
+        if not storage.supports_global_concurrency_limits:
+            return False
+        default = storage.get_pool_config().default_pool_limit
+        limits = {p.name: p for p in storage.get_pool_limits()}
+        current = limits.get(pool)
+        if (current is None and default is not None) or (
+            current is not None and current.from_default and current.limit != default
+        ):
+            storage.initialize_concurrency_limit_to_default(pool)
+            limits = {p.name: p for p in storage.get_pool_limits()}
+        return pool in limits
+
+    def _holders(self, pool: str) -> str:
+        info = self._instance.event_log_storage.get_concurrency_info(pool)
+        runs = sorted({s.run_id for s in info.claimed_slots if s.run_id != self._run_id})
+        return ", ".join(runs) or "another run"
+
+    def claim(self, link_key: str, name: str) -> bool:
+        """Block until this run holds a slot of the link's pool (True), or the pool has no
+        limit (False: not guarded). LinkUnavailable after `wait_s`."""
+        pool = pool_name(link_key)
+        if not self._limited(pool):
+            if not self._said_unguarded:
+                self._said_unguarded = True
+                self._log.warning(
+                    f"link pool {pool} has no limit on this Dagster instance (set "
+                    "concurrency: pools: default_limit: 1): links are not guarded across runs"
+                )
+            return False
+        storage = self._instance.event_log_storage
+        step_key = self._step_key(link_key)
+        deadline = time.monotonic() + self._wait_s
+        waiting_since = None
+        while True:
+            status = storage.claim_concurrency_slot(pool, self._run_id, step_key)
+            if status.is_claimed:
+                if waiting_since is not None:
+                    self._log.info(
+                        f"link {name}: got pool {pool} after "
+                        f"{time.monotonic() - waiting_since:.1f} s"
+                    )
+                return True
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+                self._log.info(
+                    f"link {name}: waiting for pool {pool}, held by run {self._holders(pool)}"
+                )
+            if time.monotonic() >= deadline:
+                holders = self._holders(pool)
+                storage.free_concurrency_slot_for_step(self._run_id, step_key)
+                raise LinkUnavailable(
+                    f"link busy: pool {pool} still held by run {holders} after {self._wait_s:g} s"
+                )
+            time.sleep(min(POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
+
+    def release(self, link_key: str) -> None:
+        self._instance.event_log_storage.free_concurrency_slot_for_step(
+            self._run_id, self._step_key(link_key)
+        )
+
+    @contextlib.contextmanager
+    def hold_sync(self, link_key: str, name: str) -> Iterator[None]:
+        claimed = self.claim(link_key, name)
+        try:
+            yield
+        finally:
+            if claimed:
+                self.release(link_key)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, link: Link) -> AsyncIterator[None]:
+        """For modbus.reader's `link_guard`: the claim's waits and database calls run in a
+        thread, so the links already held are read meanwhile."""
+        name = link.endpoint.link_name
+        claimed = await asyncio.to_thread(self.claim, link.key, name)
+        try:
+            yield
+        finally:
+            if claimed:
+                await asyncio.to_thread(self.release, link.key)
