@@ -2,12 +2,14 @@
 
 Meters are read over their links (modbus/links.py): the meters sharing a gateway (host, port,
 framer) or a serial port are read over the link's own connections (`max_connections`,
-default 1), opened once for all samples of a run, one request in flight per connection, each
+default 1), opened once for all samples of a run (under a `link_guard`, once per sample),
+one request in flight per connection, each
 addressed to its meter's unit id; different links are read concurrently on one event loop, at
 most `concurrency` meters being read at a time. A timeout on one meter ends that meter's
 sample only: the connection is closed after it (a late answer is never read as the next
 meter's) and reopened for the link's next meter. A caller's `link_guard` is held around each
-link's whole read (the Dagster ops take the link's concurrency pool there). A fault costs only what
+sample of a link (the Dagster ops take the link's concurrency pool there); with one, the link's
+connections are closed between samples so another run can use the link. A fault costs only what
 it touched: a Modbus exception loses that request's values; a read that spans unmapped
 registers (exception 2) is split into single-value reads, for the rest of the run and (the
 caller keeps `MeterResult.learnt_splits` in the registry) for the next runs; a timeout or a
@@ -173,17 +175,26 @@ async def read_meters(
                     await session.sample()
 
         try:
-            async with link_guard(link) if link_guard else contextlib.nullcontext():
-                for at in times:
-                    delay = at - time.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    queue = list(members)
-                    await asyncio.gather(*(serve(c, queue) for c in connections))
-        except LinkUnavailable as error:  # the guard's bounded wait ran out: not read this run
-            for session in members:
-                session.result.errors.append(str(error))
-                session.result.failed_values += len(session.meter.registers) * len(times)
+            for index, at in enumerate(times):
+                delay = at - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                try:
+                    async with link_guard(link) if link_guard else contextlib.nullcontext():
+                        queue = list(members)
+                        await asyncio.gather(*(serve(c, queue) for c in connections))
+                except LinkUnavailable as error:  # the guard's bounded wait ran out
+                    left = len(times) - index  # this sample and the rest: not read this run
+                    for session in members:
+                        session.result.errors.append(str(error))
+                        session.result.failed_values += len(session.meter.registers) * left
+                    return
+                finally:
+                    if link_guard:
+                        # Held per sample: between samples another run may use the link, and
+                        # a gateway with one connection needs ours closed for that.
+                        for connection in connections:
+                            connection.close()
         finally:
             for connection in connections:
                 connection.close()

@@ -9,7 +9,8 @@ are dynamic: any name can be claimed, and the instance's `concurrency: pools: de
 (1 in dagster.yaml and config/dagster.local.yaml) gives every new pool its limit. So the op
 that reads a link claims a slot of the pool `energymon/link/<link>` in the instance's own
 concurrency storage (the storage calls the step executor uses for `pool=`), holds it while it
-reads the link and frees it after. A run that finds the slot taken waits in the pool's queue
+reads one sample of the link and frees it after (between a run's samples, another run may use
+the link). A run that finds the slot taken waits in the pool's queue
 (first come, first served) and says so in its log; the Deployment > Concurrency page of the UI
 lists the pool with the run holding it and the runs waiting. Links that are free are read at
 once, so poll groups on different links run in parallel.

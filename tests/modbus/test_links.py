@@ -5,13 +5,16 @@ requests (tests/gateway_sim.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import time
 
 import pytest
 from gateway_sim import Gateway, word
 
-from energymon_pipeline.modbus.links import group_links
-from energymon_pipeline.modbus.reader import read_meters_sync
+from energymon_pipeline.modbus.links import LinkUnavailable, group_links
+from energymon_pipeline.modbus.reader import read_meters, read_meters_sync
 from energymon_pipeline.modbus.types import (
     DataType,
     Endpoint,
@@ -119,8 +122,6 @@ def test_inter_request_delay_and_connect_pause(gateway):
 def test_different_links_are_read_concurrently(gateway):
     first = gateway(units={1, 2}, delay_s=0.3)
     second = gateway(units={1, 2}, delay_s=0.3)
-    import time
-
     started = time.monotonic()
     results = read_meters_sync(meters(first.port, (1, 2)) + meters(second.port, (1, 2)))
     elapsed = time.monotonic() - started
@@ -158,3 +159,35 @@ def test_a_serial_port_is_one_link_and_differing_line_settings_are_named():
     assert link.key == "serial:/dev/ttyUSB0"
     assert link.endpoint.serial.baudrate == 9600  # the lowest meter id's
     assert len(link.conflicts) == 1 and "meter 2" in link.conflicts[0]
+
+
+def test_a_link_guard_is_held_per_sample_and_the_link_released_between(gateway):
+    gw = gateway(units={1, 2}, delay_s=0.0)
+    held: list[tuple[str, float]] = []
+
+    @contextlib.asynccontextmanager
+    async def guard(link):
+        held.append(("take", time.monotonic()))
+        yield
+        held.append(("give", time.monotonic()))
+
+    now = time.time()
+    results = asyncio.run(read_meters(meters(gw.port, (1, 2)), [now, now + 0.3], link_guard=guard))
+    assert all(r.ok and r.samples == 2 for r in results)
+    assert [what for what, _ in held] == ["take", "give", "take", "give"]
+    # Closed between samples, so another run's connection would be accepted meanwhile.
+    assert gw.connections == 2 and gw.max_open_connections == 1
+
+
+def test_a_busy_link_fails_its_meters_for_the_rest_of_the_run(gateway):
+    gw = gateway(units={1})
+
+    @contextlib.asynccontextmanager
+    async def busy(link):
+        raise LinkUnavailable("link busy: pool held by run X")
+        yield  # pragma: no cover
+
+    [result] = asyncio.run(read_meters(meters(gw.port, (1,)), [0.0, 0.0], link_guard=busy))
+    assert result.errors == ["link busy: pool held by run X"]
+    assert result.failed_values == 2 * len(REGISTERS)
+    assert gw.requests == []
