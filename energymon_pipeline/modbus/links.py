@@ -38,7 +38,10 @@ class Link:
 
     @property
     def connections(self) -> int:
-        """Connections a read opens: the link's limit, never more than it has meters."""
+        """Connections a read opens: the link's limit, never more than it has meters; a
+        serial port opens once (pymodbus opens it exclusively)."""
+        if self.endpoint.serial is not None:
+            return 1
         return max(1, min(self.endpoint.max_connections or 1, len(self.meters)))
 
 

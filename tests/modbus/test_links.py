@@ -151,12 +151,13 @@ def test_link_settings_are_the_most_careful_of_its_meters():
 
 
 def test_a_serial_port_is_one_link_and_differing_line_settings_are_named():
-    a, b = meters(0, (1, 2), serial=SerialLine("/dev/ttyUSB0", 9600))
+    a, b = meters(0, (1, 2), serial=SerialLine("/dev/ttyUSB0", 9600), max_connections=4)
     b = dataclasses.replace(
         b, endpoint=dataclasses.replace(b.endpoint, serial=SerialLine("/dev/ttyUSB0", 19200))
     )
     [link] = group_links([b, a])
     assert link.key == "serial:/dev/ttyUSB0"
+    assert link.connections == 1  # whatever max_connections says: a port opens once
     assert link.endpoint.serial.baudrate == 9600  # the lowest meter id's
     assert len(link.conflicts) == 1 and "meter 2" in link.conflicts[0]
 
