@@ -148,6 +148,9 @@ def test_link_settings_are_the_most_careful_of_its_meters():
     assert link.endpoint.inter_request_delay_s == 0.05
     assert link.endpoint.connect_delay_s == 0.5
     assert link.connections == 2
+    # A row that leaves a setting NULL (a meter added later) does not count.
+    [joined] = group_links([a, meters(502, (3,))[0]])
+    assert joined.endpoint.max_connections == 3
 
 
 def test_a_serial_port_is_one_link_and_differing_line_settings_are_named():
