@@ -23,8 +23,9 @@ from pathlib import Path
 from bench import page, report
 from bench.fleet import FleetProcesses
 from bench.influxd import Influxd, influxd_version
+from bench.meters import sdm630_registers
 from bench.procs import BenchError, Worker
-from bench.report import METHODS, ConfigResult, Run
+from bench.report import GATEWAY_METHODS, METHODS, ConfigResult, Run
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "docs" / "performance.md"
@@ -33,6 +34,9 @@ MICRO_TIMEOUT_S = 300.0
 #: Per-request allowance when bounding how long a cycle may take (seconds).
 REQUEST_ALLOWANCE_S = 0.01
 SCALE_CHECK_REPEATS = 3
+#: A pause after each cycle on a gateway fleet, outside the timing, so that a gateway has
+#: seen the last method's connections close before the next method connects.
+GATEWAY_SETTLE_S = 0.5
 
 
 def _int_list(text: str) -> list[int]:
@@ -93,6 +97,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "meters at the largest delay, for the per-meter cost of section 3; 0 turns it off "
         "(default 5000; off with --quick)",
     )
+    parser.add_argument(
+        "--gateways",
+        type=int,
+        help="gateway fleet: this many simulated RS-485 gateways (one request at a time each, "
+        "one connection each), read by ours, the original's method and the bus floor; 0 turns "
+        "it off (default 50; 5 with --quick)",
+    )
+    parser.add_argument(
+        "--meters-per-gateway",
+        type=int,
+        default=10,
+        help="meters behind each gateway, unit ids 1..N (default 10)",
+    )
+    parser.add_argument(
+        "--gateway-delay-ms",
+        type=float,
+        default=20.0,
+        help="the gateway fleet's time per request, ms (default 20)",
+    )
+    parser.add_argument(
+        "--gateway-connections",
+        type=int,
+        default=1,
+        help="connections each simulated gateway accepts; it closes the rest at once (1)",
+    )
     parser.add_argument("--output", type=Path, help=f"page to write (default {DEFAULT_OUTPUT})")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--save-json", type=Path, help="also save the raw results here")
@@ -111,6 +140,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.repeats = args.repeats or 5
     if args.scale_check is None:
         args.scale_check = 0 if args.quick else 5000
+    if args.gateways is None:
+        args.gateways = 5 if args.quick else 50
+    if args.gateways < 0 or args.gateway_connections < 1 or args.gateway_delay_ms < 0:
+        parser.error("--gateways must be >= 0, --gateway-connections >= 1, the delay >= 0")
+    if not 1 <= args.meters_per_gateway <= 247:
+        parser.error("--meters-per-gateway must be 1-247")
     if args.scale_check < 0:
         parser.error("--scale-check must be >= 0")
     if args.repeats < 1 or args.concurrency < 1 or args.fleet_processes < 1:
@@ -156,18 +191,45 @@ def run_config(
     temp: Path,
     methods: tuple[str, ...] = METHODS,
     repeats: int | None = None,
+    gateway: dict | None = None,
 ) -> ConfigResult:
-    tag = f"{meters}m-{delay_ms:g}ms"
+    """One configuration. `gateway` ({"gateways", "meters_per_gateway", "max_connections"})
+    makes the fleet one of RS-485 gateways, whose counts (connections refused, requests
+    served, requests in flight) are taken around every cycle."""
+    shape = "gw-" if gateway else ""
+    tag = f"{shape}{meters}m-{delay_ms:g}ms"
     repeats_wanted = repeats or args.repeats
-    log(f"{meters} meters, {delay_ms:g} ms ({', '.join(methods)}): starting the fleet")
+    what = (
+        f"{gateway['gateways']} gateways x {gateway['meters_per_gateway']} meters"
+        if gateway
+        else f"{meters} meters"
+    )
+    log(f"{what}, {delay_ms:g} ms ({', '.join(methods)}): starting the fleet")
     workers: dict[str, Worker] = {}
     with FleetProcesses(
         meters,
         delay_ms,
         processes=args.fleet_processes,
-        units_per_port=args.units_per_port,
+        units_per_port=gateway["meters_per_gateway"] if gateway else args.units_per_port,
         log_dir=temp,
+        gateway=gateway is not None,
+        max_connections=gateway["max_connections"] if gateway else 0,
     ) as fleet:
+
+        def cycle(method: str) -> dict:
+            before = fleet.stats() if gateway else None
+            fleet_cpu = fleet.cpu_seconds()
+            result = workers[method].request("cycle", timeouts[method])
+            result["fleet_cpu_s"] = fleet.cpu_seconds() - fleet_cpu
+            if before is not None:
+                time.sleep(GATEWAY_SETTLE_S)
+                after = fleet.stats()
+                result["fleet"] = {
+                    key: after[key] if key == "max_in_flight" else after[key] - before[key]
+                    for key in after
+                }
+            return result
+
         try:
             for method in methods:
                 config = {
@@ -175,22 +237,27 @@ def run_config(
                     "members": [vars(member) for member in fleet.members],
                     "influx_host": influx.host,
                     "influx_port": influx.port,
-                    "database": f"bench_{method}_{meters}_{delay_ms:g}".replace(".", "_"),
+                    "database": f"bench_{method}_{shape}{meters}_{delay_ms:g}".replace(
+                        ".", "_"
+                    ).replace("-", "_"),
                     "spool_dir": str(temp / f"spool-{tag}"),
                     "concurrency": args.concurrency,
+                    # Behind a gateway: the registry's default (one connection per link). The
+                    # plain fleet's ports stand for meters with an address each.
+                    "max_connections": None if gateway else args.units_per_port,
                 }
                 path = temp / f"{method}-{tag}.json"
                 path.write_text(json.dumps(config), encoding="utf-8")
                 workers[method] = Worker(
-                    f"{method} ({meters} meters, {delay_ms:g} ms)",
+                    f"{method} ({what}, {delay_ms:g} ms)",
                     [sys.executable, "-m", "bench.worker", str(path)],
                     temp / f"{method}-{tag}.log",
                 )
             ready = {m: w.receive(READY_TIMEOUT_S) for m, w in workers.items()}
             timeouts = {m: cycle_timeout(m, meters, delay_ms, args.concurrency) for m in workers}
             cold = {}
-            for method, worker in workers.items():
-                cold[method] = worker.request("cycle", timeouts[method])
+            for method in workers:
+                cold[method] = cycle(method)
                 log(f"  warm-up {method}: {cold[method]['seconds']:.3f} s")
             repeats = dict.fromkeys(methods, repeats_wanted)
             if "original" in cold:
@@ -207,6 +274,14 @@ def run_config(
                 cold=cold,
                 cycles={m: [] for m in methods},
             )
+            if gateway:
+                result.gateway = {
+                    **gateway,
+                    "values_per_meter": len(sdm630_registers()),
+                    "busiest_bus_requests": ready["bus"]["busiest_bus_requests"]
+                    if "bus" in ready
+                    else None,
+                }
             result.memory["ours_ready"] = ready["ours"]
             for round_ in range(repeats_wanted):
                 shift = round_ % len(methods)
@@ -214,10 +289,7 @@ def run_config(
                 for method in order:
                     if round_ >= repeats[method]:
                         continue
-                    fleet_cpu = fleet.cpu_seconds()
-                    cycle = workers[method].request("cycle", timeouts[method])
-                    cycle["fleet_cpu_s"] = fleet.cpu_seconds() - fleet_cpu
-                    result.cycles[method].append(cycle)
+                    result.cycles[method].append(cycle(method))
                 log(
                     f"  round {round_ + 1}/{repeats_wanted}: "
                     + ", ".join(
@@ -232,7 +304,12 @@ def run_config(
             for worker in workers.values():
                 worker.stop()
     for note in result.failures:
-        log(f"  WARNING {note}")
+        log(f"  {'expected (one connection per meter)' if gateway else 'WARNING'} {note}")
+    if gateway:
+        log(
+            "  refused connections per cycle: "
+            + ", ".join(f"{m} {result.refused(m):g}" for m in methods)
+        )
     log(
         "  "
         + ", ".join(f"{m} {result.seconds(m):.3f} s" for m in methods)
@@ -320,6 +397,23 @@ def main(argv: list[str] | None = None) -> int:
                     repeats=SCALE_CHECK_REPEATS,
                 )
             )
+        gateways = []
+        if args.gateways:
+            gateways.append(
+                run_config(
+                    args.gateways * args.meters_per_gateway,
+                    args.gateway_delay_ms,
+                    args,
+                    influx,
+                    temp,
+                    methods=GATEWAY_METHODS,
+                    gateway={
+                        "gateways": args.gateways,
+                        "meters_per_gateway": args.meters_per_gateway,
+                        "max_connections": args.gateway_connections,
+                    },
+                )
+            )
         log("decode throughput (one core)")
         decode = micro("decode", temp)
         log("InfluxDB write throughput")
@@ -328,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline = micro("baseline", temp)
         run = Run(
             configs=configs,
+            gateways=gateways,
             decode=decode,
             influx=influx_rates,
             baseline=baseline,

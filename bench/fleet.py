@@ -1,6 +1,10 @@
 """The simulated SDM630 fleet, split over separate server processes so that the simulator
 is not the bottleneck of what is measured (2 processes by default: more than the machine's
-cores only adds contention)."""
+cores only adds contention).
+
+A gateway fleet (`gateway=True`) makes each port an RS-485 gateway: `units_per_port` meters
+behind it, one request at a time on its bus, at most `max_connections` connections. Its
+ports are never split between processes, so every gateway has all its meters."""
 
 from __future__ import annotations
 
@@ -31,10 +35,16 @@ class FleetProcesses:
         processes: int,
         units_per_port: int,
         log_dir: Path,
+        gateway: bool = False,
+        max_connections: int = 0,
     ) -> None:
         self.size = size
         self.delay_ms = delay_ms
-        self.processes = max(1, min(processes, size))
+        self.gateway = gateway
+        self.max_connections = max_connections
+        # A gateway fleet is split by whole ports (gateways), a plain one by meters.
+        self.ports = -(-size // units_per_port)
+        self.processes = max(1, min(processes, self.ports if gateway else size))
         self.units_per_port = units_per_port
         self.log_dir = log_dir
         self.workers: list[Worker] = []
@@ -42,11 +52,10 @@ class FleetProcesses:
 
     def start(self) -> FleetProcesses:
         """Start every part, then wait (bounded) for each to list its meters."""
-        base, extra = divmod(self.size, self.processes)
+        sizes = self._part_sizes()
         first = 0
         try:
-            for part in range(self.processes):
-                size = base + (1 if part < extra else 0)
+            for part, size in enumerate(sizes):
                 argv = [
                     sys.executable,
                     "-m",
@@ -56,8 +65,11 @@ class FleetProcesses:
                     f"--delay-ms={self.delay_ms:g}",
                     f"--first-index={first}",
                 ]
+                if self.gateway:
+                    argv += ["--gateway", f"--max-connections={self.max_connections}"]
                 name = f"fleet part {part + 1}/{self.processes} ({size} meters)"
-                log = self.log_dir / f"fleet-{self.size}-{self.delay_ms:g}ms-{part}.log"
+                shape = "gw-" if self.gateway else ""
+                log = self.log_dir / f"fleet-{shape}{self.size}-{self.delay_ms:g}ms-{part}.log"
                 self.workers.append(Worker(name, argv, log))
                 first += size
             for worker in self.workers:
@@ -68,6 +80,30 @@ class FleetProcesses:
             raise
         self.members.sort(key=lambda m: m.index)
         return self
+
+    def _part_sizes(self) -> list[int]:
+        """Meters per server process: whole ports for a gateway fleet."""
+        if not self.gateway:
+            base, extra = divmod(self.size, self.processes)
+            return [base + (1 if part < extra else 0) for part in range(self.processes)]
+        base, extra = divmod(self.ports, self.processes)
+        sizes, left = [], self.size
+        for part in range(self.processes):
+            size = min(left, (base + (1 if part < extra else 0)) * self.units_per_port)
+            sizes.append(size)
+            left -= size
+        return sizes
+
+    def stats(self) -> dict[str, int]:
+        """The fleet's counts so far (`ServerStats` of every part added up; `max_in_flight`:
+        the most on any one port)."""
+        parts = [worker.request("stats", 30)["stats"] for worker in self.workers]
+        return {
+            key: max(p[key] for p in parts)
+            if key == "max_in_flight"
+            else sum(p[key] for p in parts)
+            for key in parts[0]
+        }
 
     @property
     def pids(self) -> list[int]:

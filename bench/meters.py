@@ -38,9 +38,13 @@ def sdm630_registers() -> tuple[RegisterSpec, ...]:
     return tuple(registers)
 
 
-def meter_specs(endpoints: Iterable[dict]) -> list[MeterSpec]:
+def meter_specs(endpoints: Iterable[dict], max_connections: int | None = None) -> list[MeterSpec]:
     """One MeterSpec per fleet member ({"index", "host", "port", "unit"}), with the registry's
-    defaults for everything a row leaves empty (timeout, retries, plan options)."""
+    defaults for everything a row leaves empty (timeout, retries, plan options).
+
+    `max_connections` is the link setting of every meter (None: not set, the default of 1
+    connection per link). The plain fleet sets it to its meters per port: each port stands for
+    that many meters with an address each, which ours reads on a connection each."""
     registers = sdm630_registers()
     return [
         MeterSpec(
@@ -49,6 +53,7 @@ def meter_specs(endpoints: Iterable[dict]) -> list[MeterSpec]:
                 host=member["host"],
                 port=member["port"],
                 unit_id=member["unit"],
+                max_connections=max_connections,
             ),
             meter_type=METER_TYPE,
             description=f"bench meter {1 + member['index']}",

@@ -18,6 +18,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 PACKAGES = ("pymodbus", "numpy", "pandas", "pandera", "influxdb", "requests", "dagster")
 METHODS = ("ours", "original", "floor")
+#: On a gateway fleet: ours, the original's method (one connection per meter) and the bus
+#: floor measured by a bare loop (bench/methods.py BusFloorCycle).
+GATEWAY_METHODS = ("ours", "original", "bus")
 #: Points per meter and poll: the 27 readings and the `energymon_poll` health point.
 POINTS_PER_METER = 28
 #: How much of the minute a poll run should use, leaving room for slow or dead meters
@@ -33,6 +36,12 @@ TARGETS = {
     "rss_mb": 400.0,
     "target_meters": 500,
     "target_delay_ms": 20.0,
+    # The gateway fleet: 500 SDM630 as 50 gateways of 10, 20 ms per request, one connection.
+    "gateway_refused": 0,
+    "vs_bus_floor": 1.2,
+    "gateways": 50,
+    "meters_per_gateway": 10,
+    "gateway_delay_ms": 20.0,
 }
 
 
@@ -55,6 +64,9 @@ class ConfigResult:
     cold: dict[str, dict]
     cycles: dict[str, list[dict]] = field(default_factory=dict)
     memory: dict[str, dict] = field(default_factory=dict)
+    #: A gateway fleet's shape ({"gateways", "meters_per_gateway", "max_connections",
+    #: "values_per_meter", "busiest_bus_requests"}); empty for the plain fleet.
+    gateway: dict = field(default_factory=dict)
 
     def seconds(self, method: str) -> float:
         return median([c["seconds"] for c in self.cycles.get(method, [])])
@@ -139,6 +151,56 @@ class ConfigResult:
     def failed_writes(self, method: str) -> list[dict]:
         return [c for c in self.cycles.get(method, []) if c.get("write_error")]
 
+    # -- gateway fleets (the simulated gateways' counts, taken around each cycle) --------------
+
+    def fleet_count(self, method: str, key: str) -> float:
+        """The median per warm cycle of a gateway count: connections_refused,
+        connections_accepted, requests_served."""
+        return median([c["fleet"][key] for c in self.cycles.get(method, []) if "fleet" in c])
+
+    def refused(self, method: str) -> float:
+        """Connections the gateways refused per cycle of `method` (median)."""
+        return self.fleet_count(method, "connections_refused")
+
+    def refused_total(self, method: str) -> int:
+        """Every connection refused during `method`'s cycles, the warm-up included."""
+        cycles = [self.cold.get(method), *self.cycles.get(method, [])]
+        return sum(c["fleet"]["connections_refused"] for c in cycles if c and "fleet" in c)
+
+    def max_in_flight(self, method: str) -> int:
+        """The most requests one gateway had in flight at once (1 on a bus)."""
+        cycles = [self.cold.get(method), *self.cycles.get(method, [])]
+        return max((c["fleet"]["max_in_flight"] for c in cycles if c and "fleet" in c), default=0)
+
+    @property
+    def values_expected(self) -> int:
+        """Values one cycle should write: every register of every meter."""
+        return self.meters * self.gateway.get("values_per_meter", 0)
+
+    def values_written(self, method: str) -> float:
+        """Values written per cycle (median; NaN for the bus floor, which writes nothing)."""
+        return median([c["written"] for c in self.cycles.get(method, []) if "written" in c])
+
+    def values_lost(self, method: str) -> float:
+        return self.values_expected - self.values_written(method)
+
+    def requests_per_meter(self, method: str) -> float:
+        requests = self.requests(method)
+        return float("nan") if requests is None else requests / self.meters
+
+    @property
+    def bus_floor_s(self) -> float:
+        """The bus floor computed from the plan: the busiest gateway's planned requests back to
+        back at the device delay, every gateway at once (no round trip, no processing)."""
+        busiest = self.gateway.get("busiest_bus_requests")
+        return float("nan") if busiest is None else busiest * self.delay_ms / 1000
+
+    def vs_bus_floor(self, method: str = "ours") -> float:
+        return self.seconds(method) / self.bus_floor_s
+
+    def bus_floor_rounds(self, method: str = "ours") -> list[float]:
+        return [c["seconds"] / self.bus_floor_s for c in self.cycles.get(method, [])]
+
 
 @dataclass
 class Run:
@@ -154,6 +216,9 @@ class Run:
     original_budget_s: float
     command: str
     duration_s: float = 0.0
+    #: Gateway fleets (`--gateways`): apart from `configs`, which the plain fleet's figures
+    #: (capacity, the other targets) are computed from.
+    gateways: list[ConfigResult] = field(default_factory=list)
 
 
 def run_to_json(run: Run) -> str:
@@ -163,6 +228,7 @@ def run_to_json(run: Run) -> str:
 def run_from_json(text: str) -> Run:
     data = json.loads(text)
     data["configs"] = [ConfigResult(**c) for c in data["configs"]]
+    data["gateways"] = [ConfigResult(**c) for c in data.get("gateways", [])]
     return Run(**data)
 
 
@@ -253,6 +319,19 @@ def largest_without_delay(run: Run) -> ConfigResult | None:
     return max(zero, key=lambda c: c.meters) if zero else None
 
 
+def gateway_config(run: Run) -> ConfigResult | None:
+    """The gateway fleet the gateway targets are read from: the target's shape (50 gateways
+    of 10 at 20 ms) when it ran, else the largest gateway fleet measured."""
+    for c in run.gateways:
+        if (
+            c.gateway["gateways"] == TARGETS["gateways"]
+            and c.gateway["meters_per_gateway"] == TARGETS["meters_per_gateway"]
+            and c.delay_ms == TARGETS["gateway_delay_ms"]
+        ):
+            return c
+    return max(run.gateways, key=lambda c: c.meters, default=None)
+
+
 def scale_checks(run: Run) -> list[ConfigResult]:
     """Configurations the original's method did not run (`--scale-check`)."""
     return [c for c in run.configs if not c.ran("original")]
@@ -287,7 +366,8 @@ class Outcome:
 
 
 def outcomes(run: Run) -> dict[str, Outcome]:
-    """Keyed like TARGETS: requests_per_meter, vs_original, vs_floor, decode, rss_mb."""
+    """Keyed like TARGETS: requests_per_meter, vs_original, vs_floor, decode, rss_mb,
+    gateway_refused, vs_bus_floor."""
     nothing = Outcome(float("nan"), None)
     per_meter = [c.requests("ours") / c.meters for c in run.configs]
     original = [c.requests("original") / c.meters for c in run.configs if c.ran("original")]
@@ -317,6 +397,20 @@ def outcomes(run: Run) -> dict[str, Outcome]:
     at_target = [c for c in run.configs if c.meters == TARGETS["target_meters"]]
     rss = max((c.rss_mb for c in at_target), default=None)
     out["rss_mb"] = nothing if rss is None else Outcome(rss, rss < TARGETS["rss_mb"])
+    gw = gateway_config(run)
+    if gw is None or not gw.ran("ours"):
+        out["gateway_refused"] = out["vs_bus_floor"] = nothing
+    else:
+        refused = gw.refused_total("ours")
+        out["gateway_refused"] = Outcome(
+            refused,
+            refused <= TARGETS["gateway_refused"],
+            TARGETS["gateway_refused"],
+            original=gw.refused("original"),
+        )
+        target = TARGETS["vs_bus_floor"]
+        ratio = gw.vs_bus_floor("ours")
+        out["vs_bus_floor"] = Outcome(ratio, ratio <= target, target, gw.bus_floor_rounds("ours"))
     return out
 
 

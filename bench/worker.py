@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from bench.meters import meter_specs
-from bench.methods import FloorCycle, OriginalCycle, OursCycle
+from bench.methods import BusFloorCycle, FloorCycle, OriginalCycle, OursCycle
 from bench.procs import emit
 from energymon_pipeline.influx.writer import InfluxTarget
 
@@ -80,7 +80,7 @@ class Probes:
 
 
 def build(config: dict):
-    meters = meter_specs(config["members"])
+    meters = meter_specs(config["members"], config.get("max_connections"))
     method = config["method"]
     target = InfluxTarget(
         host=config["influx_host"],
@@ -96,6 +96,8 @@ def build(config: dict):
         return cycle
     if method == "floor":
         return FloorCycle(meters, config["concurrency"])
+    if method == "bus":
+        return BusFloorCycle(meters)
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -108,7 +110,8 @@ def main() -> None:
         emit({"error": "setup failed (traceback in the log)"})
         sys.exit(1)
     probes = Probes() if config["method"] == "ours" else None
-    emit({"ready": True, "planned_requests": cycle.planned_requests(), **memory()})
+    info = cycle.ready_info() if hasattr(cycle, "ready_info") else {}
+    emit({"ready": True, "planned_requests": cycle.planned_requests(), **info, **memory()})
     for line in sys.stdin:
         command = line.strip()
         if command == "exit":
