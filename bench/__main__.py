@@ -2,8 +2,10 @@
 
 Starts a private influxd, then per configuration (meters x device delay) a simulated SDM630
 fleet in separate processes and one child process per method (ours, the original's method,
-the transport floor), runs their cycles interleaved, and prints the results table; a full run
-also writes docs/performance.md. Every process it starts is stopped on the way out, errors and
+the transport floor), runs their cycles interleaved, then the same on a fleet of simulated
+RS-485 gateways (ours, the original's method, the bus floor; with the gateways' counts of
+refused connections), and prints the results tables; a full run also writes
+docs/performance.md. Every process it starts is stopped on the way out, errors and
 Ctrl-C included.
 """
 
@@ -71,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a fast sanity run: 10 and 100 meters, 2 repeats; prints only (unless --output)",
+        help="a fast sanity run: 10 and 100 meters, 5 gateways of 10, 2 repeats; prints only "
+        "(unless --output)",
     )
     parser.add_argument("--concurrency", type=int, default=64, help="ours and the floor (64)")
     parser.add_argument(
@@ -341,6 +344,9 @@ def measuring_command(argv: list[str]) -> str:
 def show(run: Run, output: Path | None) -> None:
     print(page.results_table(run))
     print()
+    if run.gateways:
+        print(page.gateway_table(run))
+        print()
     print(page.verdicts_table(run))
     print()
     print(page.stages_table(run))

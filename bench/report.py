@@ -195,6 +195,15 @@ class ConfigResult:
         busiest = self.gateway.get("busiest_bus_requests")
         return float("nan") if busiest is None else busiest * self.delay_ms / 1000
 
+    def planned_per_meter(self, method: str) -> float:
+        return self.planned.get(method, 0) / self.meters
+
+    def bus_overhead_ms(self, seconds: float) -> float:
+        """What each request on the busiest gateway cost beyond the device delay, if `seconds`
+        were spent on its requests back to back."""
+        busiest = self.gateway.get("busiest_bus_requests") or 0
+        return (seconds - self.bus_floor_s) / busiest * 1000 if busiest else float("nan")
+
     def vs_bus_floor(self, method: str = "ours") -> float:
         return self.seconds(method) / self.bus_floor_s
 
