@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -99,6 +100,36 @@ def dagster_home(tmp_path: Path, pools: bool) -> Path:
     return home
 
 
+class PoolWatch:
+    """What the UI's pool page would show while the runs go: the most slots claimed and steps
+    waiting at once, sampled from the instance's concurrency storage every 20 ms."""
+
+    def __init__(self, home: Path, pool: str) -> None:
+        self.home, self.pool = home, pool
+        self.max_claimed = self.max_waiting = 0
+        self.waiting_runs: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        with dg.DagsterInstance.from_config(str(self.home)) as instance:
+            while not self._stop.is_set():
+                info = instance.event_log_storage.get_concurrency_info(self.pool)
+                waiting = [p for p in info.pending_steps if p.assigned_timestamp is None]
+                self.max_claimed = max(self.max_claimed, len(info.claimed_slots))
+                self.max_waiting = max(self.max_waiting, len(waiting))
+                self.waiting_runs.update(p.run_id for p in waiting)
+                self._stop.wait(0.02)
+
+    def __enter__(self) -> PoolWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 def run_together(tmp_path: Path, env: dict[str, str], runs: list[tuple[str, dict]]) -> list[dict]:
     go = tmp_path / "go"
     ready = [tmp_path / f"ready-{i}" for i in range(len(runs))]
@@ -156,9 +187,11 @@ def test_runs_on_one_link_take_turns_and_other_links_run_alongside(tmp_path, gat
     url = registry(tmp_path, a, b)
     home = dagster_home(tmp_path, pools=True)
     env = environment(tmp_path, url, home)
-    g1, g2, check_3, g3 = run_together(
-        tmp_path, env, [poll("g1"), poll("g2"), check(3), poll("g3")]
-    )
+    pool = pool_name(f"tcp:127.0.0.1:{a.port}:socket")
+    with PoolWatch(home, pool) as watch:
+        g1, g2, check_3, g3 = run_together(
+            tmp_path, env, [poll("g1"), poll("g2"), check(3), poll("g3")]
+        )
 
     for result in (g1, g2, check_3, g3):
         assert result["success"], "\n".join(m for m in result["logs"] if m)
@@ -169,11 +202,14 @@ def test_runs_on_one_link_take_turns_and_other_links_run_alongside(tmp_path, gat
     assert a.units_read() == {1: 2, 2: 2, 3: 3, 4: 2, 5: 2, 6: 2}  # unit 3: poll + check
     # The runs that waited said so, naming the link's pool (each poll of A takes 1.5 s on the
     # bus, so the three runs started together cannot all have found it free).
-    pool = pool_name(f"tcp:127.0.0.1:{a.port}:socket")
     waited = [
         r for r in (g1, g2, check_3) if any(f"waiting for pool {pool}" in m for m in r["logs"])
     ]
     assert len(waited) >= 1
+    # And in the instance's pool table the UI shows: one holder, the others queued.
+    assert watch.max_claimed == 1
+    assert watch.max_waiting >= 1
+    assert watch.waiting_runs <= {g1["run_id"], g2["run_id"], check_3["run_id"]}
     # Gateway B's group did not wait for A: its requests overlap A's in time.
     assert b.refused == 0 and b.units_read() == {1: 2, 2: 2, 3: 2}
     assert not any("waiting for pool" in m for m in g3["logs"])
