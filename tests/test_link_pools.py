@@ -1,13 +1,14 @@
 """No two runs talk to one link at once, through Dagster's own concurrency pools: real poll
-and connectivity-check runs, each in its own process, on one Dagster instance (SQLite storage
-in a DAGSTER_HOME with the project's config/dagster.local.yaml), started at the same moment
-against two gateways on loopback that accept one connection, serve one request at a time and
-count overlapping requests and refused connections (tests/gateway_sim.py).
+and connectivity-check runs, each in its own process, on one Dagster instance (a DAGSTER_HOME
+with the project's config/dagster.local.yaml; storage on SQLite as in `make run`, or on
+PostgreSQL through dagster-postgres as in production), started at the same moment against two
+gateways on loopback that accept one connection, serve one request at a time and count
+overlapping requests and refused connections (tests/gateway_sim.py).
 
 Two poll groups and a connectivity check on gateway A take turns (A never sees two requests in
-flight nor a refused connection, and the runs that waited say so in their logs); the poll group
-on gateway B runs alongside them. The control: the same runs on an instance without the pool
-limit overlap on A."""
+flight nor a refused connection, the runs that waited say so in their logs, and the pool table
+the UI lists shows them queued); the poll group on gateway B runs alongside them. The control:
+the same runs on an instance without the pool limit overlap on A."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 import yaml
 from gateway_sim import Gateway
 
@@ -87,10 +90,30 @@ def registry(tmp_path: Path, gateway_a: Gateway, gateway_b: Gateway) -> str:
     return url
 
 
-def dagster_home(tmp_path: Path, pools: bool) -> Path:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def dagster_storage(request) -> str | None:
+    """Dagster's storage: SQLite under DAGSTER_HOME (`make run`), or a fresh PostgreSQL
+    database (production's dagster-postgres)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    admin = request.getfixturevalue("postgres_admin")
+    name = f"energymon_dagster_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def dagster_home(tmp_path: Path, pools: bool, storage_url: str | None = None) -> Path:
     home = tmp_path / "dagster_home"
     home.mkdir()
     config = yaml.safe_load((ROOT / "config/dagster.local.yaml").read_text())
+    if storage_url is not None:  # as dagster.yaml's, from a URL
+        config["storage"] = {"postgres": {"postgres_url": storage_url}}
     if not pools:
         del config["concurrency"]["pools"]
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
@@ -182,10 +205,12 @@ def environment(tmp_path: Path, url: str, home: Path) -> dict[str, str]:
     }
 
 
-def test_runs_on_one_link_take_turns_and_other_links_run_alongside(tmp_path, gateways):
+def test_runs_on_one_link_take_turns_and_other_links_run_alongside(
+    tmp_path, gateways, dagster_storage
+):
     a, b = gateways
     url = registry(tmp_path, a, b)
-    home = dagster_home(tmp_path, pools=True)
+    home = dagster_home(tmp_path, pools=True, storage_url=dagster_storage)
     env = environment(tmp_path, url, home)
     pool = pool_name(f"tcp:127.0.0.1:{a.port}:socket")
     with PoolWatch(home, pool) as watch:
