@@ -195,6 +195,11 @@ class ConfigResult:
         busiest = self.gateway.get("busiest_bus_requests")
         return float("nan") if busiest is None else busiest * self.delay_ms / 1000
 
+    def cpu_ms_per_request(self, method: str = "ours") -> float:
+        """CPU per request of `method`'s whole cycle (ms; all its stages)."""
+        requests = self.requests(method)
+        return self.cpu(method) / requests * 1000 if requests else float("nan")
+
     def planned_per_meter(self, method: str) -> float:
         return self.planned.get(method, 0) / self.meters
 
