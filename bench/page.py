@@ -384,14 +384,11 @@ def _behind_gateways(run: Run, c: ConfigResult) -> str:
         f"and the next request is in series with the bus: ours used {_s(c.cpu())} s of CPU "
         f"per cycle ({c.cpu_ms_per_request():.2f} ms per request, all stages) against the "
         f"bare loop's {_s(c.cpu('bus'))} s ({c.cpu_ms_per_request('bus'):.2f} ms), on one "
-        f"event loop thread that serves all {c.gateway['gateways']} gateways. Started "
-        f"together and answering after the same delay, the gateways' answers arrive in bursts, "
-        f"and the last answer of a burst waits for the others to be handled (decoded, turned "
-        f"into readings) before its gateway gets its next request, at every request: this is "
-        f"what the extra time per request is consistent with, and such a wait would grow with "
-        f"the number of gateways one run reads (one shape measured here). Sending a meter's "
-        f"next request before decoding the answer just received would take most of that CPU "
-        f"off the buses' path (not measured here)."
+        f"event loop thread that serves all {c.gateway['gateways']} gateways. Gateways "
+        f"started together and answering after the same delay answer in bursts, and each "
+        f"answer of a burst waits for the others' handling before its gateway's next request "
+        f"goes out: that is what the extra time per request is consistent with, and such a "
+        f"wait grows with the number of gateways one run reads (one shape measured here)."
     )
     if c.ran("original"):
         text += (
