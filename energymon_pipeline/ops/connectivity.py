@@ -37,7 +37,7 @@ def check_meter_connectivity(
         meter = load_meter(engine, config.meter_id)
     except EnergymonError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
-    pools = LinkPools(context, config.link_wait_s)
+    pools = LinkPools.of(context, config.link_wait_s)
     try:
         with pools.hold_sync(meter.endpoint.link_key, meter.endpoint.link_name):
             outcome = check_sync(meter)

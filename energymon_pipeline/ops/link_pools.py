@@ -47,13 +47,20 @@ def pool_name(link_key: str) -> str:
 class LinkPools:
     """Claims of link pools for one op of one run."""
 
-    def __init__(self, context: dg.OpExecutionContext, wait_s: float) -> None:
-        self._instance = context.instance
-        self._run_id = context.run_id
-        self._op = context.op.name
-        self._log = context.log
+    def __init__(
+        self, instance: dg.DagsterInstance, run_id: str, op: str, log, wait_s: float
+    ) -> None:
+        self._instance = instance
+        self._run_id = run_id
+        self._op = op
+        self._log = log
         self._wait_s = wait_s
         self._said_unguarded = False
+
+    @classmethod
+    def of(cls, context: dg.OpExecutionContext, wait_s: float) -> LinkPools:
+        """The link pools of the op `context` runs, waiting at most `wait_s` for each."""
+        return cls(context.instance, context.run_id, context.op.name, context.log, wait_s)
 
     def _step_key(self, link_key: str) -> str:
         return f"{self._op}[{link_key}]"

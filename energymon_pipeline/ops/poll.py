@@ -105,7 +105,7 @@ def read_meters(
     for link in group_links(plan.meters):
         for conflict in link.conflicts:
             context.log.warning(conflict)
-    pools = LinkPools(context, plan.link_wait_s)
+    pools = LinkPools.of(context, plan.link_wait_s)
     results = asyncio.run(
         read_all(plan.meters, plan.sample_times, plan.read_concurrency, link_guard=pools.hold)
     )
