@@ -35,12 +35,13 @@ def meters() -> None:
 def meters_list(as_json: bool) -> None:
     """List every meter."""
     rows = queries.list_meters(registry_engine())
+    links = queries.link_settings(rows)
     if as_json:
         print_json(rows)
     else:
         for row in rows:
             row["enabled"] = "yes" if row["enabled"] else "no"
-            row["link"] = _link_settings_text(row)
+            row["link"] = _link_settings_text(links[queries.link_key(row)])
             row["status"] = _status_text(row)
         print_table(rows, METER_COLUMNS)
 
@@ -53,9 +54,8 @@ def _link_text(row: dict[str, Any]) -> str:
 
 
 def _link_settings_text(row: dict[str, Any]) -> str:
-    """This row's link settings, defaults filled in (`meters link` keeps a link's rows
-    equal): connections, pause between requests, pause after connecting; a serial port's
-    line first (9600 8N1)."""
+    """A link's settings (queries.link_settings): connections, pause between requests, pause
+    after connecting; a serial port's line first (9600 8N1)."""
     settings = (
         f"{row.get('max_connections') or 1} conn, {row.get('inter_request_delay_ms') or 0} ms "
         f"gap, {row.get('connect_delay_s') or 0:g} s pause"
@@ -231,6 +231,8 @@ def meters_link(meter_id, max_connections, inter_request_delay_ms, connect_delay
             "connect_delay_s": connect_delay_s,
         },
     )
-    row = queries.get_meter(registry_engine(), meter_id)
+    rows = queries.list_meters(registry_engine())
+    [row] = [r for r in rows if r["id"] == meter_id]
+    settings = queries.link_settings(rows)[queries.link_key(row)]
     meters_text = ", ".join(str(i) for i in ids)
-    click.echo(f"link {_link_text(row)} (meters {meters_text}): {_link_settings_text(row)}")
+    click.echo(f"link {_link_text(row)} (meters {meters_text}): {_link_settings_text(settings)}")

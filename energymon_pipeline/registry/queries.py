@@ -353,6 +353,29 @@ def link_key(row: dict[str, Any]) -> str:
     return f"tcp:{str(row['host']).strip().lower()}:{row['port']}:{row.get('framer') or 'socket'}"
 
 
+def link_settings(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """link_key -> the settings the poll uses for that link, from its meters' rows, by the
+    rule of modbus/links.py: the fewest connections and the longest pauses set on any row
+    (NULL does not count; defaults 1, 0, 0), a serial port's line from its lowest meter id."""
+    by_link: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_link.setdefault(link_key(row), []).append(row)
+    settings = {}
+    for key, members in by_link.items():
+        first = min(members, key=lambda r: r["id"])
+        limits = [r["max_connections"] for r in members if r.get("max_connections") is not None]
+        settings[key] = {
+            "max_connections": min(limits) if limits else 1,
+            "inter_request_delay_ms": max(r.get("inter_request_delay_ms") or 0 for r in members),
+            "connect_delay_s": max(r.get("connect_delay_s") or 0 for r in members),
+            **{
+                c: first.get(c)
+                for c in ("serial_port", "baudrate", "parity", "stopbits", "bytesize")
+            },
+        }
+    return settings
+
+
 def set_link(engine: Engine, meter_id: int, settings: dict[str, Any]) -> list[int]:
     """Set link settings (LINK_COLUMNS; None leaves one as it is) on every meter that shares
     `meter_id`'s link, so its rows agree; returns their ids."""

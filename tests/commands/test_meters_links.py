@@ -51,3 +51,16 @@ def test_meters_link_sets_the_whole_link(ready):
     assert shown.stdout.strip() == result.stdout.strip()
     bad = ready("meters", "link", "1", "--max-connections", "0")
     assert bad.exit_code == 1 and "max_connections 0 is not allowed" in bad.stderr
+
+
+def test_list_shows_the_settings_the_poll_uses_for_the_link(ready):
+    for unit in (1, 2):
+        assert ready("meters", "add", "--host", "gw", "--port", "502", "--unit", str(unit),
+                     "--type", "virtual_modbustcp").exit_code == 0  # fmt: skip
+    assert ready("meters", "link", "1", "--max-connections", "2").exit_code == 0
+    # Added later without link options: the link's settings still hold for it.
+    assert ready("meters", "add", "--host", "gw", "--port", "502", "--unit", "3",
+                 "--type", "virtual_modbustcp").exit_code == 0  # fmt: skip
+    lines = [line for line in ready("meters", "list").stdout.splitlines() if " gw " in line]
+    assert len(lines) == 3
+    assert all("2 conn, 0 ms gap, 0 s pause" in line for line in lines)
