@@ -40,6 +40,7 @@ __all__ = [
     "MAX_BITS_PER_REQUEST",
     "MAX_REGISTERS_PER_REQUEST",
     "MeterPlanner",
+    "SharedPlans",
     "SplitKey",
     "plan_requests",
 ]
@@ -128,6 +129,37 @@ def plan_requests(
     return requests
 
 
+class SharedPlans:
+    """Plans shared by the meters of one read: meters of one type plan alike, so a fleet of
+    SDM630s is planned once, not once per meter, and its meters get the same ReadRequest
+    objects (which keeps decode.block_decoder hitting by identity, without hashing a request).
+
+    Keyed by the identity of the registers tuple (the registry gives the meters of one type
+    one tuple), the options and the split memory; each entry holds its tuple, so an id cannot
+    be reused by another tuple while the entry lives. A tuple not seen before is planned, never
+    hashed by value. For one read on one thread (the poll loop's event loop)."""
+
+    def __init__(self) -> None:
+        self._plans: dict[
+            tuple[int, PlanOptions, frozenset[SplitKey]],
+            tuple[tuple[RegisterSpec, ...], tuple[ReadRequest, ...]],
+        ] = {}
+
+    def plan(
+        self,
+        registers: tuple[RegisterSpec, ...],
+        options: PlanOptions,
+        split: Collection[SplitKey],
+    ) -> tuple[ReadRequest, ...]:
+        key = (id(registers), options, frozenset(split))
+        entry = self._plans.get(key)
+        if entry is not None and entry[0] is registers:
+            return entry[1]
+        requests = tuple(plan_requests(registers, options, split))
+        self._plans[key] = (registers, requests)
+        return requests
+
+
 class MeterPlanner:
     """One meter's request plan, plus the values its device refused to have merged.
 
@@ -143,11 +175,12 @@ class MeterPlanner:
             read(request)                       # a failure now is that value's own
     """
 
-    def __init__(self, split: Iterable[SplitKey] = ()) -> None:
+    def __init__(self, split: Iterable[SplitKey] = (), shared: SharedPlans | None = None) -> None:
         self._split: set[SplitKey] = {(int(fc), int(address)) for fc, address in split}
         self._registers: tuple[RegisterSpec, ...] | None = None
         self._options: PlanOptions | None = None
         self._requests: tuple[ReadRequest, ...] | None = None
+        self._shared = shared
 
     @property
     def split_keys(self) -> frozenset[SplitKey]:
@@ -161,8 +194,15 @@ class MeterPlanner:
     ) -> list[ReadRequest]:
         """`plan_requests` with this meter's split memory, reusing the last plan if unchanged."""
         registers = tuple(registers)
-        if self._requests is None or registers != self._registers or options != self._options:
-            self._requests = tuple(plan_requests(registers, options, self._split))
+        if (
+            self._requests is None
+            or (registers is not self._registers and registers != self._registers)
+            or options != self._options
+        ):
+            if self._shared is None:
+                self._requests = tuple(plan_requests(registers, options, self._split))
+            else:
+                self._requests = self._shared.plan(registers, options, self._split)
             self._registers, self._options = registers, options
         return list(self._requests)
 

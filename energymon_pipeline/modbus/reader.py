@@ -32,7 +32,7 @@ import numpy as np
 from energymon_pipeline.modbus.client import BlockRead, ErrorKind, ModbusConnection
 from energymon_pipeline.modbus.decode import decode_block
 from energymon_pipeline.modbus.links import Link, LinkUnavailable, group_links
-from energymon_pipeline.modbus.plan import MeterPlanner
+from energymon_pipeline.modbus.plan import MeterPlanner, SharedPlans
 from energymon_pipeline.modbus.types import MeterSpec, ReadRequest, RegisterSpec, SplitKey
 
 DEFAULT_CONCURRENCY = 64
@@ -96,9 +96,9 @@ def _describe(request: ReadRequest) -> str:
 
 
 class _MeterSession:
-    def __init__(self, meter: MeterSpec) -> None:
+    def __init__(self, meter: MeterSpec, plans: SharedPlans | None = None) -> None:
         self.meter = meter
-        self.planner = MeterPlanner(meter.learnt_splits)
+        self.planner = MeterPlanner(meter.learnt_splits, plans)
         #: The link's connection this meter's next sample is read over.
         self.connection: ModbusConnection | None = None
         self.result = MeterResult(meter)
@@ -159,7 +159,8 @@ async def read_meters(
 ) -> list[MeterResult]:
     """Read every meter at each of `sample_times` (epoch seconds; a time already past is
     sampled at once; None means one sample now). Results come back in the meters' order."""
-    sessions = [_MeterSession(meter) for meter in meters]
+    plans = SharedPlans()
+    sessions = [_MeterSession(meter, plans) for meter in meters]
     times = sorted(sample_times) if sample_times else [time.time()]
     gate = asyncio.Semaphore(max(1, concurrency))
 
@@ -200,12 +201,10 @@ async def read_meters(
                 connection.close()
 
     links = group_links(session.meter for session in sessions)
-    await asyncio.gather(
-        *(
-            read_link(link, [s for s in sessions if s.meter.endpoint.link_key == link.key])
-            for link in links
-        )
-    )
+    members: dict[str, list[_MeterSession]] = {link.key: [] for link in links}
+    for session in sessions:
+        members[session.meter.endpoint.link_key].append(session)
+    await asyncio.gather(*(read_link(link, members[link.key]) for link in links))
     return [session.result for session in sessions]
 
 

@@ -165,7 +165,10 @@ def load_definitions(
         missing = sorted(set(wanted) - {m["id"] for m in meter_rows})
         result.problems.extend(f"meter {m}: does not exist" for m in missing)
 
-    by_type = _specs_by_type(register_rows, result.problems)
+    # One tuple per type, shared by its meters: a read plans each type once (plan.SharedPlans).
+    by_type = {
+        name: tuple(specs) for name, specs in _specs_by_type(register_rows, result.problems).items()
+    }
     for row in meter_rows:
         _, problems = check_meter(row)
         if problems:

@@ -10,6 +10,7 @@ from energymon_pipeline.modbus.plan import (
     MAX_BITS_PER_REQUEST,
     MAX_REGISTERS_PER_REQUEST,
     MeterPlanner,
+    SharedPlans,
     plan_requests,
 )
 from energymon_pipeline.modbus.types import (
@@ -217,6 +218,22 @@ def test_plan_is_reused_until_inputs_change():
     assert planner.plan(floats_at(0, 2))[0] is first[0]  # equal definitions, same objects
     other = planner.plan(registers, PlanOptions(single_register_reads=True))
     assert len(other) == 2
+
+
+def test_meters_of_one_type_share_their_plan_but_not_their_splits():
+    shared = SharedPlans()
+    registers = tuple(floats_at(0, 2, 4))
+    one, two = MeterPlanner(shared=shared), MeterPlanner(shared=shared)
+    first = one.plan(registers)
+    assert two.plan(registers)[0] is first[0]  # planned once, the same request objects
+    assert [(r.address, r.count) for r in first] == [(0, 6)]
+    one.split(first[0])
+    assert [(r.address, r.count) for r in one.plan(registers)] == [(0, 2), (2, 2), (4, 2)]
+    assert two.plan(registers)[0] is first[0]  # the other meter's splits are its own
+    # a seeded split memory plans alike with it too; an equal but other tuple is planned anew
+    three = MeterPlanner(split={(4, 2)}, shared=shared)
+    assert [(r.address, r.count) for r in three.plan(registers)] == [(0, 2), (2, 2), (4, 2)]
+    assert MeterPlanner(shared=shared).plan(tuple(floats_at(0, 2, 4))) == first
 
 
 register_lists = st.lists(

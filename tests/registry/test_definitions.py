@@ -73,6 +73,14 @@ def test_disabled_meters_and_explicit_ids(migrated):
     assert explicit.problems == ["meter 9: does not exist"]
 
 
+def test_meters_of_one_type_share_one_register_tuple(migrated):
+    # a read plans each tuple once for all its meters (plan.SharedPlans)
+    queries.add_meter(migrated, {"host": "a", "port": 502, "slave_address": 1,
+                                 "type": "virtual_modbustcp", "id": 3})  # fmt: skip
+    first, second = load_definitions(migrated).meters
+    assert first.registers is second.registers
+
+
 def test_per_meter_overrides(migrated):
     with migrated.begin() as connection:
         connection.execute(
