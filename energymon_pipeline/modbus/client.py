@@ -247,20 +247,40 @@ def check_rtu_frame(buffer: bytes, request: ReadRequest, unit: int) -> FrameChec
 
 @dataclass(eq=False)
 class _Exchange:
-    """One request on the wire, as pymodbus's trace hooks show it."""
+    """One request on the wire, as pymodbus's trace hooks show it.
+
+    The request is awaited in the reading task itself (no task of its own, so its answer is
+    handled, and the next request sent, in the same step of the event loop that resumes it).
+    A fault the hooks see, or the safety bound running out, interrupts it by cancelling that
+    task (`interrupt`); the reader takes the cancellation back (`Task.uncancel`) and
+    classifies the request instead, so a cancellation from anywhere else still propagates."""
 
     request: ReadRequest
-    failed: asyncio.Future[ReadError]
+    #: The task awaiting the request (the reader's).
+    task: asyncio.Task
     #: The unit id the request went to: an answer from another unit is not its answer.
     unit: int = 0
     tid: int = 0
     answered: bool = False
+    #: A fault the hooks saw (the first one counts).
+    error: ReadError | None = None
+    #: Set while the task awaits pymodbus's call: only then may it be interrupted.
+    in_flight: bool = False
+    #: The task was cancelled by `interrupt` (once at most).
+    interrupted: bool = False
     pending: bytes = b""
     ignored: list[str] = field(default_factory=list)
 
     def fail(self, error: ReadError) -> None:
-        if not self.failed.done():
-            self.failed.set_result(error)
+        if self.error is None:
+            self.error = error
+        self.interrupt()
+
+    def interrupt(self) -> None:
+        """End the call now (a fault, or the bound ran out: classified by what was seen)."""
+        if self.in_flight and not self.interrupted:
+            self.interrupted = True
+            self.task.cancel()
 
 
 # --- asyncio's exception handler, for this module's connections only ---------------------
@@ -423,31 +443,44 @@ class ModbusConnection:
             pause = min(2 * pause, 0.5)
 
     async def _request(self, request: ReadRequest, meter: Endpoint, started: float) -> BlockRead:
-        exchange = _Exchange(request, asyncio.get_running_loop().create_future(), meter.unit_id)
+        task = asyncio.current_task()
+        assert task is not None
+        exchange = _Exchange(request, task, meter.unit_id)
         self._exchange = exchange
         self._limits(meter)
-        call = asyncio.ensure_future(self._send(request, meter.unit_id))
-        call.add_done_callback(_consume)
         # pymodbus bounds the call itself (timeout per try, 1 + retries tries); this bound
         # only guards against that bookkeeping failing.
         bound = meter.timeout_s * (max(0, meter.retries) + 1) + 1.0
+        timer = task.get_loop().call_later(bound, exchange.interrupt)
+        response = failure = None
         try:
-            await asyncio.wait(
-                (call, exchange.failed), timeout=bound, return_when=asyncio.FIRST_COMPLETED
-            )
+            exchange.in_flight = True
+            try:
+                response = await self._send(request, meter.unit_id)
+            finally:
+                exchange.in_flight = False
+                if exchange.interrupted:
+                    # Our cancellation is taken back, whatever came of it: pymodbus may still
+                    # have returned an answer that had arrived (it then stands) or raised.
+                    task.uncancel()
+        except asyncio.CancelledError:
+            # Ours (a fault or the bound) ends the request; anyone else's goes on.
+            if not exchange.interrupted or task.cancelling():
+                raise
+        except Exception as error:  # what pymodbus raised: classified below
+            failure = error
         finally:
+            timer.cancel()
             self._exchange = None
             self._last_request_at = time.monotonic()
-            if not call.done():
-                call.cancel()
+            if response is None and failure is None:
                 self._stale = True  # its answer may still come: never on this connection
-        if not call.done() or call.cancelled() or call.exception() is not None:
-            error = self._classify_failure(call, exchange, meter)
+        if response is None:
+            error = self._classify_failure(failure, exchange, meter)
             # A fault leaves the stream in an unknown state: a late or partial answer must
             # never be read as the answer to the next request.
             self.close()
             return self._result(request, None, error, started)
-        response = call.result()
         if response.isError():
             code = getattr(response, "exception_code", None)
             return self._result(
@@ -504,13 +537,13 @@ class ModbusConnection:
             ctx.retries = max(0, meter.retries)
 
     def _classify_failure(
-        self, call: asyncio.Future, exchange: _Exchange, meter: Endpoint
+        self, error: Exception | None, exchange: _Exchange, meter: Endpoint
     ) -> ReadError:
         """The error of a request that brought no answer: a fault the trace hooks saw on the
-        wire first, else what pymodbus raised, else (the call still running) a timeout."""
-        if exchange.failed.done():
-            return exchange.failed.result()
-        error = call.exception() if call.done() and not call.cancelled() else None
+        wire first, else what pymodbus raised (`error`), else (the call was interrupted by
+        the bound) a timeout."""
+        if exchange.error is not None:
+            return exchange.error
         if isinstance(error, ConnectionException):
             return ReadError(ErrorKind.CONNECTION, _first_line(error))
         if isinstance(error, ModbusIOException) and "No response" not in str(error):
@@ -542,7 +575,7 @@ class ModbusConnection:
                 if self._framer == "socket" and len(data) >= 2:
                     exchange.tid = int.from_bytes(data[:2], "big")
             return data
-        if exchange is None or exchange.answered or exchange.failed.done():
+        if exchange is None or exchange.answered or exchange.error is not None:
             # Nothing is waiting for these bytes (a late answer, noise after an answer):
             # keep them from the framer and start the next request on a new connection.
             self._stale = True
@@ -607,13 +640,6 @@ class ModbusConnection:
         if self._client is not None:
             self._discard(self._client)
             self._client = None
-
-
-def _consume(task: asyncio.Future) -> None:
-    """Mark a request task's outcome as seen, also when it was abandoned (cancelled after a
-    fault), so asyncio does not log "exception was never retrieved"."""
-    if not task.cancelled():
-        task.exception()
 
 
 def _first_line(error: BaseException) -> str:

@@ -140,6 +140,82 @@ def test_a_late_answer_is_never_taken_for_the_next_request(peers):
     assert peer.connections == 2
 
 
+def test_a_cancelled_read_is_cancelled_and_its_late_answer_never_taken(peers):
+    """The caller's cancellation goes on (the client only takes back its own), and the
+    abandoned request's connection is not used again."""
+    peer = peers.start("late_first_answer")  # 1st answer (111) after 0.6 s, then 222 at once
+
+    async def scenario():
+        connection = ModbusConnection(Endpoint("127.0.0.1", peer.port, 1, retries=0))
+        request = ReadRequest(HR, 0, 1)
+        reading = asyncio.create_task(connection.read(request))
+        await asyncio.sleep(0.2)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        block = await connection.read(request)
+        connection.close()
+        return block
+
+    block = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert block.error is None and block.data == [222]
+    assert peer.connections == 2
+
+
+def test_a_cancellation_with_a_fault_is_still_a_cancellation(modbus_server, monkeypatch):
+    """A fault the hooks see and the caller's cancellation in the same step: the client takes
+    back only its own cancellation, the caller's goes on."""
+    modbus_server.devices[1] = DeviceMemory(holding_registers={0: 7})
+
+    async def fault_and_cancel(self, request, unit):
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._exchange.fail, client.ReadError(client.ErrorKind.CLOSED))
+        loop.call_soon(asyncio.current_task().cancel)
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(ModbusConnection, "_send", fault_and_cancel)
+
+    async def scenario():
+        connection = ModbusConnection(Endpoint("127.0.0.1", modbus_server.port, 1))
+        reading = asyncio.create_task(connection.read(ReadRequest(HR, 0, 1)))
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        connection.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_call_that_never_ends_is_bounded_and_the_reader_goes_on(modbus_server, monkeypatch):
+    """pymodbus bounds its own call; should it not, the client's bound ends the request as a
+    timeout, and the reading task is not left cancelled."""
+    modbus_server.devices[1] = DeviceMemory(holding_registers={0: 7})
+    send = ModbusConnection._send
+    calls = []
+
+    async def stuck_once(self, request, unit):
+        calls.append(request)
+        if len(calls) == 1:
+            await asyncio.sleep(60)
+        return await send(self, request, unit)
+
+    monkeypatch.setattr(ModbusConnection, "_send", stuck_once)
+
+    async def scenario():
+        endpoint = Endpoint("127.0.0.1", modbus_server.port, 1, timeout_s=0.2, retries=0)
+        connection = ModbusConnection(endpoint)
+        first = await connection.read(ReadRequest(HR, 0, 1))
+        second = await connection.read(ReadRequest(HR, 0, 1))
+        await asyncio.sleep(0)
+        connection.close()
+        return first, second, asyncio.current_task().cancelling()
+
+    first, second, cancelling = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert str(first.error) == "timeout: no answer within 0.2 s"
+    assert 1.1 <= first.latency_s < 3  # the bound: timeout x tries + 1 s
+    assert second.error is None and second.data == [7]
+    assert cancelling == 0
+
+
 def test_an_answer_to_another_transaction_is_skipped(peers):
     peer = peers.start("stale_answer_first")  # a frame for tid+100 (999), then the answer
     spec = RegisterSpec("v", 0, DataType.INT16, HR)
