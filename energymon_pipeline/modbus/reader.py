@@ -26,6 +26,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
@@ -135,10 +136,11 @@ class _MeterSession:
         if block.error is None:
             self.result.registers_read += request.count
             self.result.latency_s.append(block.latency_s)
-            values = decode_block(request, np.asarray(block.data, dtype=np.uint16))
+            values = decode_block(request, np.asarray(block.data, dtype=np.uint16)).tolist()
+            # decode_block returns one float per register; map() is the cheapest way to make
+            # a Reading of each (this runs between an answer and the next request on the bus).
             self.result.readings.extend(
-                Reading(block.received_at, register, float(value))
-                for register, value in zip(request.registers, values, strict=True)
+                map(Reading, repeat(block.received_at, len(values)), request.registers, values)
             )
         return block
 
