@@ -197,7 +197,8 @@ class BlockDecoder:
     of word and byte orders.
     """
 
-    __slots__ = ("request", "_bits", "_groups", "_scale", "_offset")
+    __slots__ = ("request", "_bits", "_groups", "_scale", "_offset", "_live", "_sentinels",
+                 "absent_possible")  # fmt: skip
 
     def __init__(self, request: ReadRequest) -> None:
         self.request = request
@@ -208,6 +209,8 @@ class BlockDecoder:
         patterns: dict[tuple[DataType, Order, Order], np.ndarray] = {}
         scales: list[float] = []
         offsets: list[float] = []
+        live: list[tuple[int, int]] = []  # (position, scale factor word offset)
+        sentinels: dict[int, tuple[list[int], list[np.ndarray], list[int]]] = {}
         for position, register in enumerate(request.registers):
             if register.function_code != function_code:
                 raise ValueError(
@@ -230,6 +233,7 @@ class BlockDecoder:
                 if pattern is None:
                     pattern = patterns[layout] = _byte_pattern(*layout)
                 key, row = layout[0], 2 * start + pattern
+                _live_hooks(register, request, position, row, live, sentinels)
             positions, rows = grouped.setdefault(key, ([], []))
             positions.append(position)
             rows.append(row)
@@ -247,6 +251,23 @@ class BlockDecoder:
                 self._groups.append((where, np.stack(rows).astype(np.intp), view))
         self._scale = None if all(s == 1.0 for s in scales) else np.array(scales)
         self._offset = None if all(o == 0.0 for o in offsets) else np.array(offsets)
+        self._live = (
+            (np.array([p for p, _ in live], np.intp), np.array([o for _, o in live], np.intp))
+            if live
+            else None
+        )
+        self._sentinels = [
+            (np.array(p, np.intp), np.stack(r).astype(np.intp), np.dtype(f">u{2 * w}"),
+             np.array(v, dtype=np.uint64))
+            for w, (p, r, v) in sentinels.items()
+        ]  # fmt: skip
+        #: None, or a mask of the registers whose value may be absent (decoded as NaN, see
+        #: RegisterSpec.not_implemented): `present` leaves those out.
+        self.absent_possible = None
+        maybe = [r.not_implemented is not None or r.scale_factor_address is not None
+                 for r in request.registers]  # fmt: skip
+        if any(maybe):
+            self.absent_possible = np.array(maybe, dtype=bool)
 
     def decode(self, words: WordsLike) -> np.ndarray:
         """One float64 per `request.registers` entry, in that order.
@@ -273,9 +294,55 @@ class BlockDecoder:
                 _to_float64(image[index].view(view).reshape(-1), out, where)
         if self._scale is not None:
             out *= self._scale
+        if self._live is not None or self._sentinels:
+            self._apply_live(array, out)
         if self._offset is not None:
             out += self._offset
         return out
+
+    def _apply_live(self, words: np.ndarray, out: np.ndarray) -> None:
+        """Live scale factors (from `words`, this response) and not-implemented values (NaN)."""
+        image = _byte_image(words[: self.request.count])
+        for positions, index, view, values in self._sentinels:
+            raw = image[index].view(view).reshape(-1).astype(np.uint64)
+            out[positions[raw == values]] = np.nan
+        if self._live is not None:
+            positions, offsets = self._live
+            exponent = words[offsets].astype(np.int16).astype(np.float64)
+            exponent[(exponent == -32768) | (np.abs(exponent) > 10)] = np.nan
+            value = out[positions]
+            # Dividing by an exact power of ten keeps 2345 at sf -1 exactly 234.5.
+            with np.errstate(invalid="ignore"):
+                out[positions] = np.where(
+                    exponent < 0, value / 10.0**-exponent, value * 10.0**exponent
+                )
+
+    def present(self, values: np.ndarray) -> tuple[tuple, np.ndarray]:
+        """(registers, values) of `decode`'s output without the absent values (NaN where
+        `absent_possible`): a not-implemented value is no reading, not a dropped one."""
+        if self.absent_possible is None:
+            return self.request.registers, values
+        keep = ~(self.absent_possible & np.isnan(values))
+        registers = tuple(r for r, k in zip(self.request.registers, keep.tolist(), strict=True)
+                          if k)  # fmt: skip
+        return registers, values[keep]
+
+
+def _live_hooks(register, request, position, row, live, sentinels) -> None:
+    """Note `register`'s live scale factor and not-implemented value, if it has them."""
+    sf = register.scale_factor_address
+    if sf is not None:
+        if not request.address <= sf < request.end:
+            raise ValueError(
+                f"register {register.measurement!r} has its scale factor at address {sf}, "
+                f"outside the request's {request.address}..{request.end - 1}"
+            )
+        live.append((position, sf - request.address))
+    if register.not_implemented is not None:
+        positions, rows, values = sentinels.setdefault(register.data_type.words, ([], [], []))
+        positions.append(position)
+        rows.append(row)
+        values.append(register.not_implemented)
 
 
 def _layout(data_type: DataType, word_order: Order, byte_order: Order):

@@ -55,7 +55,10 @@ def _sort_key(register: RegisterSpec) -> tuple[int, int, str]:
 
 
 def _single(function_code: FunctionCode, register: RegisterSpec) -> ReadRequest:
-    return ReadRequest(function_code, register.address, register.width, (register,))
+    if register.scale_factor_address is None:
+        return ReadRequest(function_code, register.address, register.width, (register,))
+    first, end = register.span  # a value with a live scale factor is read with it
+    return ReadRequest(function_code, first, end - first, (register,))
 
 
 def _coalesce(
@@ -73,6 +76,9 @@ def _coalesce(
     A single value wider than the per-request limit (e.g. an INT64 with
     max_registers_per_request=2) still gets its one request: a value is never split across
     requests, and the device's answer is the best judge of whether it can be read at all.
+
+    A value with a live scale factor (`RegisterSpec.scale_factor_address`) occupies its
+    `span` here, so it and its scale factor always come from the same response.
     """
     limit = (
         options.max_bits_per_request if function_code.is_bit else options.max_registers_per_request
@@ -91,17 +97,14 @@ def _coalesce(
             flush()
             requests.append(_single(function_code, register))
             continue
-        if (
-            run
-            and register.address - end <= options.max_gap
-            and max(end, register.end) - start <= limit
-        ):
+        first, last = register.span
+        if run and first - end <= options.max_gap and max(end, last) - min(start, first) <= limit:
             run.append(register)
-            end = max(end, register.end)
+            start, end = min(start, first), max(end, last)
         else:
             flush()
             run.append(register)
-            start, end = register.address, register.end
+            start, end = first, last
     flush()
     return requests
 

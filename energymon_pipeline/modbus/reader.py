@@ -31,7 +31,7 @@ from itertools import repeat
 import numpy as np
 
 from energymon_pipeline.modbus.client import BlockRead, ErrorKind, ModbusConnection
-from energymon_pipeline.modbus.decode import decode_block
+from energymon_pipeline.modbus.decode import block_decoder
 from energymon_pipeline.modbus.links import Link, LinkUnavailable, group_links
 from energymon_pipeline.modbus.plan import MeterPlanner, SharedPlans
 from energymon_pipeline.modbus.types import MeterSpec, ReadRequest, RegisterSpec, SplitKey
@@ -136,11 +136,16 @@ class _MeterSession:
         if block.error is None:
             self.result.registers_read += request.count
             self.result.latency_s.append(block.latency_s)
-            values = decode_block(request, np.asarray(block.data, dtype=np.uint16)).tolist()
-            # decode_block returns one float per register; map() is the cheapest way to make
+            decoder = block_decoder(request)
+            decoded = decoder.decode(np.asarray(block.data, dtype=np.uint16))
+            registers = request.registers
+            if decoder.absent_possible is not None:  # e.g. SunSpec's "not implemented"
+                registers, decoded = decoder.present(decoded)
+            values = decoded.tolist()
+            # decode returns one float per register; map() is the cheapest way to make
             # a Reading of each (this runs between an answer and the next request on the bus).
             self.result.readings.extend(
-                map(Reading, repeat(block.received_at, len(values)), request.registers, values)
+                map(Reading, repeat(block.received_at, len(values)), registers, values)
             )
         return block
 

@@ -83,6 +83,15 @@ class RegisterSpec:
     register_id: int | None = None
     #: A counter (e.g. energy): the rollup job sums its non-negative increments.
     cumulative: bool = False
+    #: A live scale factor (SunSpec's `sunssf`): the address of an INT16 register of the same
+    #: function code holding a power of ten the device may change at any time. The value is
+    #: raw * scale * 10**sf + offset with sf from the same response (the planner keeps both in
+    #: one request); 0x8000 there (or |sf| > 10) means the value is not known.
+    scale_factor_address: int | None = None
+    #: The raw value (the value's words as one unsigned big-endian integer) the device sends
+    #: for "not implemented" (SunSpec: 0x8000, 0xFFFF, 0x80000000, ...). Such a value, a NaN
+    #: of a float type, or a value whose scale factor is not known, is no reading at all.
+    not_implemented: int | None = None
 
     @property
     def width(self) -> int:
@@ -93,6 +102,15 @@ class RegisterSpec:
     def end(self) -> int:
         """One past the last address this value occupies."""
         return self.address + self.width
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """[first, end) addresses one request must cover to decode this value: the value
+        itself and, with a live scale factor, that register too."""
+        sf = self.scale_factor_address
+        if sf is None:
+            return self.address, self.end
+        return min(self.address, sf), max(self.end, sf + 1)
 
 
 MAX_REGISTERS_PER_REQUEST = 125
