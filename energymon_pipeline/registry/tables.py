@@ -102,6 +102,68 @@ meter_learnt_splits = sa.Table(
     sa.Column("learnt_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Alerts (migration 0007; see energymon_pipeline/alerts/). A meter's state after each poll:
+# ok, degraded (answered, lost some values), failing (failed the last poll), down (failed
+# ENERGYMON_ALERT_DOWN_AFTER polls in a row); `alerted` is what was last announced of it.
+meter_states = sa.Table(
+    "meter_states",
+    metadata,
+    sa.Column(
+        "meter_id",
+        sa.Integer,
+        sa.ForeignKey("energy_meters.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_poll_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_outcome", sa.String(16), nullable=False),
+    sa.Column("last_ok_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("error", sa.String(512), nullable=True),
+    sa.Column("alerted", sa.String(16), nullable=True),
+    sa.Column("alerted_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# The alert history; the meter's description, host and unit are copied in, so the history
+# stays readable after the meter is edited or removed. `key` makes raising twice a no-op.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(200), nullable=False, unique=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("raised_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("meter_id", sa.Integer, nullable=True),
+    sa.Column("meter_description", sa.String(64), nullable=True),
+    sa.Column("meter_host", sa.String(255), nullable=True),
+    sa.Column("meter_unit", sa.Integer, nullable=True),
+    sa.Column("reason", sa.String(1024), nullable=True),
+    sa.Column("text", sa.String(2048), nullable=False),
+    sa.Index("alerts_raised_at", "raised_at"),
+)
+
+# The outbox: one row per alert and channel, queued until the channel took it.
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column(
+        "alert_id",
+        sa.Integer,
+        sa.ForeignKey("alerts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_attempt_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_error", sa.String(512), nullable=True),
+    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+    # Whoever delivers holds the row until then (two sensors never send one row at once).
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("alert_deliveries_status", "status"),
+)
+
 #: The columns of the original `registers` table, in the order of the original CSV header.
 ORIGINAL_REGISTER_COLUMNS = (
     "type",
