@@ -12,7 +12,10 @@ derived from it, so `published` is exactly what a poller decodes.
 
 The register map (FLOAT32, function code 4, big-endian words and bytes, zero-based protocol
 addresses) is Eastron's; like the meter, it answers every register of its blocks, so a read
-may span the addresses between the values (0-87, 200-225, 342-345).
+may span the addresses between the values (0-87, 200-225, 342-345). Like an SDM630 v2 it also
+answers its meter code (holding register 0xFC02, UINT16, 0x0070 unless `meter_code` says
+otherwise; None leaves the register unmapped, like an early SDM630), which is the signature
+`energymon discover` identifies the `sdm630` profiles by.
 """
 
 from __future__ import annotations
@@ -22,9 +25,15 @@ import random
 import time
 from collections.abc import Callable
 
-from virtual_server.devices.base import Device, as_float32
+from energymon_pipeline.modbus.types import DataType, FunctionCode
+from virtual_server.devices.base import Device, as_float32, publish
+from virtual_server.memory import DeviceMemory
 
-__all__ = ["PRODUCTION_REGISTERS", "Sdm630"]
+__all__ = ["METER_CODE_ADDRESS", "PRODUCTION_REGISTERS", "SDM630_METER_CODE", "Sdm630"]
+
+#: Eastron's meter code register (holding register 464515, hex start address FC02).
+METER_CODE_ADDRESS = 0xFC02
+SDM630_METER_CODE = 0x0070
 
 #: The 27 registers the original system's production install polled (type `sdm630`):
 #: address -> (measurement name, unit). The `sdm630` registry profile is exactly this.
@@ -67,13 +76,18 @@ _DEMAND_SMOOTHING = 0.1
 
 class Sdm630(Device):
     """A simulated SDM630 load. `seed` makes the values reproducible; `clock` (monotonic
-    seconds) is what the energy counters integrate over."""
+    seconds) is what the energy counters integrate over; `meter_code` is what holding
+    register 0xFC02 answers (None: unmapped)."""
 
     name = "sdm630"
 
     def __init__(
-        self, seed: int | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        meter_code: int | None = SDM630_METER_CODE,
     ) -> None:
+        self.meter_code = meter_code
         self._random = random.Random(seed)
         self._clock = clock
         rnd = self._random
@@ -103,6 +117,17 @@ class Sdm630(Device):
             power_factor = self._power_factor[phase] + rnd.gauss(0.0, 0.01)
             self._power_factor[phase] = min(max(power_factor, 0.70), 0.99)
         self._frequency = min(max(self._frequency + rnd.gauss(0.0, 0.01), 49.9), 50.1)
+
+    def update(self, memory: DeviceMemory) -> None:
+        with memory.batch():
+            super().update(memory)
+            if self.meter_code is not None:
+                publish(
+                    memory,
+                    {METER_CODE_ADDRESS: self.meter_code},
+                    DataType.UINT16,
+                    FunctionCode.READ_HOLDING_REGISTERS,
+                )
 
     def values(self) -> dict[int, float]:
         """Advance the model to now and return every register's value."""

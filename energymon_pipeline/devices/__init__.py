@@ -1,0 +1,1 @@
+"""Devices that describe themselves: SunSpec layouts, and the shipped profiles' signatures."""
