@@ -13,12 +13,18 @@ from collections.abc import Mapping
 import dagster as dg
 
 from energymon_pipeline import settings
+from energymon_pipeline.alerts.config import alert_settings
 from energymon_pipeline.assets import build_rollup_assets
 from energymon_pipeline.jobs import (
     build_rollup_jobs,
     connectivity_check_job,
     poll_meters_job,
     purge_old_runs_job,
+)
+from energymon_pipeline.ops.alerts import (
+    AlertsResource,
+    build_meter_alert_sensor,
+    build_poll_failure_sensor,
 )
 from energymon_pipeline.resources import InfluxResource, RegistryResource
 from energymon_pipeline.schedules import (
@@ -42,6 +48,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     pipeline = settings.pipeline(env)
     influx = settings.influx(env)
     spool = settings.spool(env)
+    alerts = alert_settings(env)
     rollups = build_rollup_assets(pipeline.rollup_start, pipeline.timezone)
     rollup_hourly, rollup_daily = build_rollup_jobs(rollups)
     return dg.Definitions(
@@ -54,7 +61,11 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
             rollup_hourly,
             rollup_daily,
         ],
-        sensors=[build_new_meter_sensor(connectivity_check_job, pipeline.sensor_interval_s)],
+        sensors=[
+            build_new_meter_sensor(connectivity_check_job, pipeline.sensor_interval_s),
+            build_meter_alert_sensor(alerts.interval_s),
+            build_poll_failure_sensor(poll_meters_job),
+        ],
         schedules=[
             *[
                 build_poll_schedule(
@@ -77,6 +88,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
         resources={
             # Outputs stay in memory: a poll run every minute writes no pickles to disk.
             "io_manager": dg.mem_io_manager,
+            "alerts": AlertsResource.of(alerts),
             "registry": RegistryResource(database_url=_secret(env, "ENERGYMON_DATABASE_URL") or ""),
             "influx": InfluxResource(
                 host=influx.host,

@@ -16,6 +16,7 @@ from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.modbus.links import group_links
 from energymon_pipeline.modbus.reader import DEFAULT_CONCURRENCY, MeterResult
 from energymon_pipeline.modbus.reader import read_meters as read_all
+from energymon_pipeline.ops.alerts import AlertsResource, record_meter_states
 from energymon_pipeline.ops.link_pools import LinkPools
 from energymon_pipeline.ops.types import PollPlan, ReadingsFrame
 from energymon_pipeline.registry.definitions import load_definitions as load_registry
@@ -94,10 +95,13 @@ def load_definitions(
 @dg.op(
     description="Read every meter at each sample time, link by link (links concurrently, "
     "each link's Dagster pool held while it is read); keep the request splits "
-    "a device forced (exception 2) in the registry for the next runs."
+    "a device forced (exception 2) and each meter's state in the registry."
 )
 def read_meters(
-    context: dg.OpExecutionContext, plan: PollPlan, registry: RegistryResource
+    context: dg.OpExecutionContext,
+    plan: PollPlan,
+    registry: RegistryResource,
+    alerts: AlertsResource,
 ) -> list[MeterResult]:
     if not plan.meters:
         context.log.info("no meters to read")
@@ -113,6 +117,7 @@ def read_meters(
         if result.errors:
             context.log.warning(f"meter {result.meter.meter_id}: {result.error}")
     _save_learnt_splits(context, registry, results)
+    record_meter_states(context, registry, alerts, results)  # for meter_alert_sensor
     context.add_output_metadata(
         {
             "meters ok": sum(r.ok for r in results),
