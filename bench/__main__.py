@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import cold as cold_runs
 from bench import page, report
 from bench.fleet import FleetProcesses
 from bench.influxd import Influxd, influxd_version
@@ -125,6 +126,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="connections each simulated gateway accepts; it closes the rest at once (1)",
     )
+    parser.add_argument(
+        "--cold-meters",
+        type=_int_list,
+        help="cold runs: poll_meters_job launched as production launches it (a Dagster instance, "
+        "the run in its own process) on this many meters at 20 ms, beside an empty job and the "
+        "transport floor (default 10,100,500; 10 with --quick)",
+    )
+    parser.add_argument(
+        "--cold-repeats", type=int, help="timed cold runs per size (default 3; 2 with --quick)"
+    )
+    parser.add_argument("--no-cold", action="store_true", help="no cold runs")
+    parser.add_argument(
+        "--cold-only",
+        action="store_true",
+        help="only the cold runs: prints their tables, writes no page (with --save-json: the "
+        "cold-run baseline's format, bench/cold_baseline.json)",
+    )
+    parser.add_argument(
+        "--product",
+        type=Path,
+        default=ROOT,
+        help="folder whose energymon_pipeline the cold runs use (default: this checkout; a git "
+        "worktree of another commit measures that commit)",
+    )
     parser.add_argument("--output", type=Path, help=f"page to write (default {DEFAULT_OUTPUT})")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--save-json", type=Path, help="also save the raw results here")
@@ -155,7 +180,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--repeats, --concurrency and --fleet-processes must be >= 1")
     if not 1 <= args.units_per_port <= 247:
         parser.error("--units-per-port must be 1-247")
-    if args.no_write:
+    args.cold_meters = args.cold_meters or ([10] if args.quick else [10, 100, 500])
+    args.cold_repeats = args.cold_repeats or (2 if args.quick else 3)
+    if args.no_cold and args.cold_only:
+        parser.error("--no-cold and --cold-only exclude each other")
+    if args.cold_repeats < 1:
+        parser.error("--cold-repeats must be >= 1")
+    args.product = args.product.resolve()
+    if not (args.product / "energymon_pipeline" / "definitions.py").is_file():
+        parser.error(f"--product {args.product}: no energymon_pipeline/definitions.py there")
+    if args.no_write or args.cold_only:
         args.output = None
     elif args.output is None and not args.quick:
         args.output = DEFAULT_OUTPUT
@@ -321,6 +355,23 @@ def run_config(
     return result
 
 
+def cold(args: argparse.Namespace, influx: Influxd, temp: Path) -> list[dict]:
+    """The cold runs (bench/cold.py) at the target's device delay."""
+    if args.product != ROOT:
+        log(f"cold runs with the product code of {args.product}")
+    return cold_runs.run_cold(
+        args.cold_meters,
+        delay_ms=report.TARGETS["target_delay_ms"],
+        repeats=args.cold_repeats,
+        influx=influx,
+        temp=temp,
+        product=args.product,
+        fleet_processes=args.fleet_processes,
+        units_per_port=args.units_per_port,
+        concurrency=args.concurrency,
+    )
+
+
 #: Options that only say where results go; the page records the command without them.
 _OUTPUT_OPTIONS = ("--output", "--save-json", "--from-json")
 _OUTPUT_FLAGS = ("--no-write", "--keep-temp")
@@ -342,6 +393,15 @@ def measuring_command(argv: list[str]) -> str:
 
 
 def show(run: Run, output: Path | None) -> None:
+    if run.cold:
+        print(page.cold_table(run))
+        print()
+        print(page.cold_stages_table(run))
+        print()
+        print(page.cold_verdicts_table(run))
+        print()
+    if not run.configs:  # --cold-only
+        return
     print(page.results_table(run))
     print()
     if run.gateways:
@@ -386,6 +446,29 @@ def main(argv: list[str] | None = None) -> int:
         influx.start()
         log(f"influxd on {influx.url}")
         machine = report.machine_info(influxd_version(influx.binary))
+        if args.cold_only:
+            run = Run(
+                configs=[],
+                decode={},
+                influx={},
+                baseline={},
+                machine=machine,
+                repeats=args.repeats,
+                concurrency=args.concurrency,
+                fleet_processes=args.fleet_processes,
+                units_per_port=args.units_per_port,
+                original_budget_s=args.original_budget_s,
+                command=command,
+                cold=cold(args, influx, temp),
+                cold_product=cold_runs.product_info(args.product),
+                duration_s=time.monotonic() - started,
+            )
+            if args.save_json is not None:
+                args.save_json.write_text(report.run_to_json(run), encoding="utf-8")
+                log(f"saved {args.save_json}")
+            show(run, None)
+            failed = False
+            return 0
         configs = [
             run_config(meters, delay, args, influx, temp)
             for delay in args.delays
@@ -420,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
                     },
                 )
             )
+        cold_results = [] if args.no_cold else cold(args, influx, temp)
         log("decode throughput (one core)")
         decode = micro("decode", temp)
         log("InfluxDB write throughput")
@@ -439,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
             units_per_port=args.units_per_port,
             original_budget_s=args.original_budget_s,
             command=command,
+            cold=cold_results,
+            cold_product=cold_runs.product_info(args.product) if cold_results else {},
             duration_s=time.monotonic() - started,
         )
         if args.save_json is not None:

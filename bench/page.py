@@ -10,6 +10,7 @@ import re
 import textwrap
 
 from bench.report import (
+    COLD_TARGETS,
     POINTS_PER_METER,
     RUN_BUDGET_S,
     TARGETS,
@@ -18,6 +19,10 @@ from bench.report import (
     Run,
     capacity,
     capped_original,
+    cold_at,
+    cold_baseline,
+    cold_outcomes,
+    cold_sizes,
     decoder_thrash,
     first_cycle,
     gateway_config,
@@ -276,6 +281,164 @@ def _gateway_verdicts(run: Run, results: dict[str, Outcome]) -> list[tuple[str, 
             ratio,
         ),
     ]
+
+
+# -- cold runs ----------------------------------------------------------------------------------
+
+
+def _late(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def cold_table(run: Run) -> str:
+    rows = [
+        "| meters | delay | cold run s | empty run s | cold - empty s | transport floor s "
+        "| (cold - empty) / floor | CPU s | CPU ms per meter | peak RSS | event rows "
+        "| first sample late |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cold_sizes(run):
+        rows.append(
+            f"| {c.meters} | {c.delay_ms:g} ms | {_s(c.seconds('cold'))} "
+            f"| {_s(c.seconds('empty'))} | {_s(c.excess_s)} | {_s(c.seconds('floor'))} "
+            f"| {_x(c.vs_floor)} | {_s(c.cpu())} | {c.cpu_ms_per_meter():.2f} "
+            f"| {c.rss_mb():.0f} MB | {c.events():.0f} | {_late(c.late_s)} |"
+        )
+    return "\n".join(rows)
+
+
+def cold_stages_table(run: Run) -> str:
+    """Per size, where a cold run's time goes, with the empty run's stages beside it."""
+    names: list[str] = []
+    for c in cold_sizes(run):
+        names += [n for n in c.stage_names() if n not in names]
+    names = [n for n in names if n != "rest"] + ["rest"]
+    rows = [
+        "| meters | run | " + " | ".join(names) + " | total | CPU s | peak RSS | event rows |",
+        "|---:|---|" + "---:|" * (len(names) + 4),
+    ]
+    for c in cold_sizes(run):
+        for kind, label in (("cold", "poll (cold)"), ("empty", "empty job")):
+            present = set(c.stage_names(kind))
+            cells = [_s(c.stage(n, kind)) if n in present else "-" for n in names]
+            rows.append(
+                f"| {c.meters} | {label} | " + " | ".join(cells) + f" | {_s(c.seconds(kind))} "
+                f"| {_s(c.cpu(kind))} | {c.rss_mb(kind):.0f} MB | {c.events(kind):.0f} |"
+            )
+    return "\n".join(rows)
+
+
+def cold_verdicts_table(run: Run) -> str:
+    baseline = cold_baseline()
+    results = cold_outcomes(run, baseline)
+    where = f"{COLD_TARGETS['meters']} meters, {TARGETS['target_delay_ms']:g} ms"
+    c = cold_at(run, COLD_TARGETS["meters"])
+    ratio, cpu, rss, late = (results[k] for k in ("vs_floor", "cpu_share", "rss_mb", "late_s"))
+    if c is None:
+        texts = ["n/a"] * 4
+    else:
+        texts = [
+            f"{_with_range(ratio)}: {_s(c.excess_s)} s ({_s(c.seconds('cold'))} - "
+            f"{_s(c.seconds('empty'))}) against a floor of {_s(c.seconds('floor'))} s",
+            f"{cpu.value:.2f} ms per meter; baseline {cpu.original:.2f} ms, target <= "
+            f"{cpu.target:.2f} ms"
+            if cpu.met is not None
+            else f"{cpu.value:.2f} ms per meter (no baseline: bench/cold_baseline.json)",
+            f"{rss.value:.0f} MB",
+            "the read op reports no lateness yet (metadata key `first sample late (s)`)"
+            if late.met is None
+            else f"{late.value:.2f} s",
+        ]
+    lines = [
+        f"{where}: a cold poll run's time above the empty run's within "
+        f"{COLD_TARGETS['vs_floor']:g}x the transport floor",
+        f"{where}: the cold run's CPU per meter at most "
+        f"{COLD_TARGETS['cpu_share']:g} of the baseline's",
+        f"{where}: the run process's peak RSS < {COLD_TARGETS['rss_mb']:g} MB",
+        f"first sample within {COLD_TARGETS['late_s']:g} s of its time",
+    ]
+    rows = ["| target | measured | |", "|---|---|---|"]
+    rows += [
+        f"| {target} | {text} | {_mark(outcome)} |"
+        for target, text, outcome in zip(lines, texts, (ratio, cpu, rss, late), strict=True)
+    ]
+    return "\n".join(rows)
+
+
+def cold_before_after(run: Run) -> str:
+    """The baseline's cold runs (before issue 17's work) beside this run's, per size."""
+    baseline = cold_baseline()
+    if baseline is None:
+        return "No baseline saved (bench/cold_baseline.json)."
+    rows = [
+        "| meters | | cold run s | empty run s | cold - empty s | (cold - empty) / floor "
+        "| CPU s | CPU ms per meter | peak RSS | event rows |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cold_sizes(run):
+        before = cold_at(baseline, c.meters)
+        for label, x in (("before", before), ("now", c)):
+            if x is None:
+                continue
+            rows.append(
+                f"| {c.meters} | {label} | {_s(x.seconds('cold'))} | {_s(x.seconds('empty'))} "
+                f"| {_s(x.excess_s)} | {_x(x.vs_floor)} | {_s(x.cpu())} "
+                f"| {x.cpu_ms_per_meter():.2f} | {x.rss_mb():.0f} MB | {x.events():.0f} |"
+            )
+    return "\n".join(rows)
+
+
+def _baseline_text(baseline: Run | None) -> str:
+    if baseline is None:
+        return ""
+    product = baseline.cold_product
+    return (
+        f"**Before** is bench/cold_baseline.json: the same cold runs with the product code of "
+        f"commit `{product.get('commit', 'unknown')[:12]}` ({product.get('commit_date', '?')}), "
+        f"measured on {baseline.machine.get('date', '?')} by `{baseline.command}`, before "
+        f"issue 17's work on the cold path; **now** is this run. The two were measured at "
+        f"different times on a shared machine: compare the ratios and CPU per meter first."
+    )
+
+
+def cold_section(run: Run) -> str:
+    if not run.cold:
+        return "## Cold runs\n\nNot measured in this run (`--no-cold`).\n"
+    first = cold_sizes(run)[0]
+    repeats = len(first.runs("cold"))
+    return f"""\
+## Cold runs
+
+Every production poll is a new Dagster run in a new process. These rows launch
+`poll_meters_job` as the daemon does: a Dagster instance in a temp folder (SQLite storage,
+the DefaultRunLauncher, runs launched at once), the code location `energymon_pipeline.definitions`
+in its code server, the run created by GraphQL's `launchRun` and started in its own process,
+reading the same simulated SDM630 fleet (meters from a SQLite registry built by the registry
+layer) and writing to the same influxd. Beside each, on the same instance: an **empty job**
+(one op that does nothing, in the bench's own code location: Dagster's own cost of a run)
+and the **transport floor** (a bare loop's cycle on the same fleet). Seconds are from the launch
+to RUN_SUCCESS in the run's event log, medians of {repeats} runs per size after one warm-up
+run of each that is not counted; CPU and peak RSS are the run process's own (utime + stime and
+VmHWM from /proc, sampled every 20 ms until it exits).
+
+{cold_table(run)}
+
+Where a cold run's time goes, from its event log: **launch -> process** (the launch, the code
+server starting the run's process, Python and Dagster imported), **imports + definitions**
+(from "Started process for run" to RUN_START: the code location imported and its definitions
+loaded), each op from STEP_START to STEP_SUCCESS, and **rest** (between and after the ops:
+event writes, output handling, the run's end).
+
+{cold_stages_table(run)}
+
+{cold_verdicts_table(run)}
+
+### Before and after
+
+{_baseline_text(cold_baseline())}
+
+{cold_before_after(run)}
+"""
 
 
 # -- what limits ours -------------------------------------------------------------------------
@@ -595,6 +758,7 @@ def page(run: Run) -> str:
 
 def _failures(run: Run) -> str:
     notes = [note for c in run.configs for note in c.failures]
+    notes += [f"cold runs, {note}" for c in cold_sizes(run) for note in c.failures]
     # Behind gateways the original's method is expected to fail (its losses are in the table).
     notes += [
         f"{_shape(c)}: {note}"
@@ -722,6 +886,7 @@ the original's method reads 10 meters at a time.
 
 {verdicts_table(run)}
 
+{cold_section(run)}
 ## Where ours spends its time
 
 Medians per stage of ours' cycles; the first cycle of each process is shown apart.

@@ -15,6 +15,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 PACKAGES = ("pymodbus", "numpy", "pandas", "pandera", "influxdb", "requests", "dagster")
 METHODS = ("ours", "original", "floor")
@@ -233,6 +234,10 @@ class Run:
     #: Gateway fleets (`--gateways`): apart from `configs`, which the plain fleet's figures
     #: (capacity, the other targets) are computed from.
     gateways: list[ConfigResult] = field(default_factory=list)
+    #: Cold runs per fleet size (bench/cold.py: {"meters", "delay_ms", "warmup", "cold",
+    #: "empty", "floor"}), and the product code they ran (cold.product_info).
+    cold: list[dict] = field(default_factory=list)
+    cold_product: dict = field(default_factory=dict)
 
 
 def run_to_json(run: Run) -> str:
@@ -506,3 +511,141 @@ def capacity(run: Run) -> Capacity | None:
         rss_at_capacity_mb=rss_at_capacity_kb / 1024,
         influx_meters_per_minute=int(influx_rate * MINUTE_S / POINTS_PER_METER),
     )
+
+
+# -- cold runs (bench/cold.py) --------------------------------------------------------------------
+
+#: Issue 17's targets for a cold poll run, at 500 SDM630 at 20 ms: its time above the empty
+#: run's within 2x the transport floor, CPU per meter at most half the baseline's (measured
+#: before the cold path's work: bench/cold_baseline.json), peak RSS under 250 MB, the first
+#: sample within 1 s of its time.
+COLD_TARGETS = {
+    "meters": 500,
+    "vs_floor": 2.0,
+    "cpu_share": 0.5,
+    "rss_mb": 250.0,
+    "late_s": 1.0,
+}
+COLD_BASELINE = Path(__file__).resolve().parent / "cold_baseline.json"
+
+
+@dataclass
+class ColdSize:
+    """The cold runs of one fleet size: medians of the counted runs (the warm-up left out)."""
+
+    data: dict
+
+    @property
+    def meters(self) -> int:
+        return self.data["meters"]
+
+    @property
+    def delay_ms(self) -> float:
+        return self.data["delay_ms"]
+
+    def runs(self, kind: str) -> list[dict]:
+        return self.data.get(kind, [])
+
+    def seconds(self, kind: str) -> float:
+        """Median seconds of `kind`: cold, empty (launch to RUN_SUCCESS) or floor (a cycle)."""
+        return median([r["seconds"] for r in self.runs(kind)])
+
+    @property
+    def excess_s(self) -> float:
+        """What a cold poll run takes beyond Dagster's own floor for a run."""
+        return self.seconds("cold") - self.seconds("empty")
+
+    @property
+    def vs_floor(self) -> float:
+        return self.excess_s / self.seconds("floor")
+
+    def cpu(self, kind: str = "cold") -> float:
+        values = [r["cpu_s"] for r in self.runs(kind) if r.get("cpu_s") is not None]
+        return median(values)
+
+    def cpu_ms_per_meter(self) -> float:
+        return self.cpu() / self.meters * 1000
+
+    def rss_mb(self, kind: str = "cold") -> float:
+        """The highest VmHWM of the counted runs' processes."""
+        values = [r["vmhwm_kb"] for r in self.runs(kind) if r.get("vmhwm_kb")]
+        return max(values) / 1024 if values else float("nan")
+
+    def events(self, kind: str = "cold") -> float:
+        return median([r["events"] for r in self.runs(kind)])
+
+    @property
+    def late_s(self) -> float | None:
+        """The median first-sample lateness the read op reported; None when it reports none."""
+        values = [r["first_sample_late_s"] for r in self.runs("cold")]
+        values = [v for v in values if v is not None]
+        return median(values) if values else None
+
+    def stage_names(self, kind: str = "cold") -> list[str]:
+        names: list[str] = []
+        for run in self.runs(kind):
+            names += [name for name in run["stages"] if name not in names]
+        # "rest" last, whatever order the ops came in.
+        return [n for n in names if n != "rest"] + (["rest"] if "rest" in names else [])
+
+    def stage(self, name: str, kind: str = "cold") -> float:
+        return median([r["stages"].get(name, 0.0) for r in self.runs(kind)])
+
+    @property
+    def failures(self) -> list[str]:
+        """Cold runs (the warm-up included) in which some meter failed."""
+        runs = [self.data.get("warmup", {}).get("cold"), *self.runs("cold")]
+        bad = [r for r in runs if r and r.get("meters_failed")]
+        return [f"{self.meters} meters: {len(bad)} cold run(s) with failed meters"] if bad else []
+
+
+def cold_sizes(run: Run) -> list[ColdSize]:
+    return [ColdSize(c) for c in run.cold]
+
+
+def cold_at(run: Run | None, meters: int) -> ColdSize | None:
+    if run is None:
+        return None
+    return next((c for c in cold_sizes(run) if c.meters == meters), None)
+
+
+def cold_baseline(path: Path = COLD_BASELINE) -> Run | None:
+    """The cold runs measured before the cold path's work (issue 17), if saved."""
+    try:
+        return run_from_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def cold_outcomes(run: Run, baseline: Run | None) -> dict[str, Outcome]:
+    """Keyed like COLD_TARGETS: vs_floor, cpu_share, rss_mb, late_s."""
+    nothing = Outcome(float("nan"), None)
+    c = cold_at(run, COLD_TARGETS["meters"])
+    if c is None:
+        return dict.fromkeys(("vs_floor", "cpu_share", "rss_mb", "late_s"), nothing)
+    target = COLD_TARGETS["vs_floor"]
+    rounds = [
+        (a["seconds"] - b["seconds"]) / f["seconds"]
+        for a, b, f in zip(c.runs("cold"), c.runs("empty"), c.runs("floor"), strict=False)
+    ]
+    out = {"vs_floor": Outcome(c.vs_floor, c.vs_floor <= target, target, rounds)}
+    before = cold_at(baseline, COLD_TARGETS["meters"])
+    if before is None:
+        out["cpu_share"] = Outcome(c.cpu_ms_per_meter(), None)
+    else:
+        limit = COLD_TARGETS["cpu_share"] * before.cpu_ms_per_meter()
+        out["cpu_share"] = Outcome(
+            c.cpu_ms_per_meter(),
+            c.cpu_ms_per_meter() <= limit,
+            limit,
+            original=before.cpu_ms_per_meter(),
+        )
+    rss = c.rss_mb()
+    out["rss_mb"] = Outcome(rss, rss < COLD_TARGETS["rss_mb"], COLD_TARGETS["rss_mb"])
+    late = c.late_s
+    out["late_s"] = (
+        Outcome(float("nan"), None, COLD_TARGETS["late_s"])
+        if late is None
+        else Outcome(late, abs(late) <= COLD_TARGETS["late_s"], COLD_TARGETS["late_s"])
+    )
+    return out
