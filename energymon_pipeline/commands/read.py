@@ -88,9 +88,13 @@ def read_meter(meter_id: int, as_json: bool) -> None:
     """Read one meter from the registry now, the way a poll run does.
 
     Exits 1 when any value could not be read (the values that could are still printed)."""
+    from energymon_pipeline.devices.sunspec_store import ensure_layout
     from energymon_pipeline.modbus.reader import read_meters_sync
 
     engine = registry_engine()
+    discovered = ensure_layout(engine, meter_id)  # a `sunspec` meter without a layout yet
+    if discovered:
+        click.echo(f"meter {meter_id}: discovered {discovered}", err=True)
     definitions = load_definitions(engine, meter_ids=[meter_id])
     if not definitions.meters:
         raise EnergymonError(

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from energymon_pipeline.devices.sunspec import SUNSPEC_TYPE
+from energymon_pipeline.devices.sunspec_store import discover_and_store
 from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.influx.points import connectivity_line
 from energymon_pipeline.modbus.connectivity import check_sync
@@ -40,7 +42,10 @@ def check_meter_connectivity(
     pools = LinkPools.of(context, config.link_wait_s)
     try:
         with pools.hold_sync(meter.endpoint.link_key, meter.endpoint.link_name):
-            outcome = check_sync(meter)
+            if meter.meter_type == SUNSPEC_TYPE:  # discover and keep its layout (issue 15)
+                outcome = discover_and_store(engine, meter)
+            else:
+                outcome = check_sync(meter)
     except LinkUnavailable as error:  # not checked: the meter's state is not known, not bad
         raise dg.Failure(description=f"meter {meter.meter_id}: {error}") from None
     now = datetime.now(UTC)

@@ -134,6 +134,7 @@ def load_definitions(
     splits earlier runs learnt for them; with `group`, only the meters of that poll group
     (`default` = meters without a group)."""
     wanted = None if meter_ids is None else sorted(set(meter_ids))
+    sunspec: dict[int, Any] = {}
 
     def work(connection) -> tuple[list[dict], list[dict]]:
         query = sa.select(energy_meters).order_by(energy_meters.c.id)
@@ -147,6 +148,8 @@ def load_definitions(
             query = query.where(energy_meters.c.enabled.is_(True))
         meter_rows = [dict(r._mapping) for r in connection.execute(query)]
         types = {m["type"] for m in meter_rows}
+        nonlocal sunspec
+        sunspec = _sunspec_registers(connection, meter_rows)
         register_rows = []
         if types:
             register_rows = [
@@ -175,6 +178,11 @@ def load_definitions(
             result.problems.append(f"meter {row['id']}: skipped: {_reasons(problems)}")
             continue
         specs = by_type.get(row["type"], [])
+        if row["id"] in sunspec:  # a `sunspec` meter: its registers follow its device's layout
+            specs = sunspec[row["id"]]
+            if isinstance(specs, str):
+                result.problems.append(f"meter {row['id']}: skipped: {specs}")
+                continue
         if not specs:
             result.problems.append(
                 f"meter {row['id']}: type {row['type']!r} has no usable registers; nothing to read"
@@ -187,6 +195,15 @@ def load_definitions(
     return result
 
 
+def _sunspec_registers(connection, meter_rows: list[dict[str, Any]]) -> dict[int, Any]:
+    """Registers (or why none) of the `sunspec` meters among `meter_rows`: devices/."""
+    if not any(row["type"] == "sunspec" for row in meter_rows):
+        return {}
+    from energymon_pipeline.devices.sunspec_store import registers_for
+
+    return registers_for(connection, meter_rows)
+
+
 def load_meter(engine: Engine, meter_id: int) -> MeterSpec:
     """One meter with whatever valid registers its type has (possibly none), for the
     connectivity check. RegistryError when the meter does not exist or its row is invalid."""
@@ -195,6 +212,9 @@ def load_meter(engine: Engine, meter_id: int) -> MeterSpec:
     if problems:
         raise RegistryError(f"meter {meter_id}: {_reasons(problems)}")
     specs = _specs_by_type(queries.list_registers(engine, row["type"])).get(row["type"], [])
+    if row["type"] == "sunspec":  # its stored layout's registers, if any (the check rediscovers)
+        found = queries.run_in_transaction(engine, lambda c: _sunspec_registers(c, [row]))
+        specs = [] if isinstance(found.get(meter_id), str) else list(found.get(meter_id, ()))
     return meter_spec(row, specs)
 
 

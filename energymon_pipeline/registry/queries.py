@@ -120,7 +120,8 @@ def add_meter(engine: Engine, fields: dict[str, Any]) -> WriteResult:
         connection.execute(energy_meters.insert().values({**values, "id": meter_id}))
         _sync_id_sequence(connection)
         result = WriteResult(ids=[meter_id])
-        if values["type"] not in register_types(connection):
+        # A `sunspec` meter's registers come from its discovered layout (devices/sunspec.py).
+        if values["type"] != "sunspec" and values["type"] not in register_types(connection):
             result.warnings.append(
                 f"meter {meter_id}: type {values['type']!r} has no registers yet, so nothing "
                 "will be read from it until registers of that type are imported"

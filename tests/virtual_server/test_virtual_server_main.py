@@ -43,7 +43,7 @@ def test_device_entries_are_parsed():
     ("entries", "source", "message"),
     [
         (["meter9"], "--device", "--device 'meter9' names the unknown device 'meter9'; allowed: "
-         "NAME or NAME@UNIT with NAME one of test, sdm630, tlc10000 and UNIT a unit id 0-255"),
+         "NAME or NAME@UNIT with NAME one of test, sdm630, tlc10000, sunspec and UNIT a unit id 0-255"),
         (["sdm630@300"], "VIRTUAL_SERVER_DEVICES",
          "VIRTUAL_SERVER_DEVICES entry 'sdm630@300' has the unit id 300, outside 0-255"),
         (["sdm630@"], "--device", "--device 'sdm630@' is not a device entry"),

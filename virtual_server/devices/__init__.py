@@ -35,6 +35,18 @@ def _tlc10000(env: Mapping[str, str]) -> Device:
     return ZeversolarTLC10000(inverter.host, inverter.port)
 
 
+def _sunspec(env: Mapping[str, str]) -> Device:
+    from virtual_server.sunspec import BASE_ADDRESSES, SunSpecInverter
+
+    text = env.get("VIRTUAL_SUNSPEC_BASE_ADDRESS", "").strip() or "40000"
+    allowed = ", ".join(str(b) for b in BASE_ADDRESSES)
+    if not text.isdigit() or int(text) not in BASE_ADDRESSES:
+        raise SettingsError(
+            f"VIRTUAL_SUNSPEC_BASE_ADDRESS={text!r} is not allowed; allowed: {allowed}"
+        )
+    return SunSpecInverter(base_address=int(text))
+
+
 #: name -> (what it is, factory taking the environment).
 BUILTIN_DEVICES: dict[str, tuple[str, Callable[[Mapping[str, str]], Device]]] = {
     "test": (
@@ -50,6 +62,11 @@ BUILTIN_DEVICES: dict[str, tuple[str, Callable[[Mapping[str, str]], Device]]] = 
         "bridge to a Zeversolar TLC10000 inverter at VIRTUAL_TLC10000_INVERTER_HOST/_PORT "
         "(registry profile virtual-tlc10000)",
         _tlc10000,
+    ),
+    "sunspec": (
+        "a simulated SunSpec inverter (models 1, 103, 160 with 2 modules, 203; W_SF changes "
+        "at 3000 W) at VIRTUAL_SUNSPEC_BASE_ADDRESS (40000); registry type sunspec",
+        _sunspec,
     ),
 }
 
