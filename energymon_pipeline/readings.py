@@ -53,6 +53,22 @@ class Validated:
         return sum(self.dropped.values())
 
 
+_COLUMNS = tuple(ReadingsModel.to_schema().columns)
+
+
+def frame_problem(value: object) -> str | None:
+    """None if `value` is a readings frame as `validate` returns it (the model's columns in
+    order, a UTC time column, float values), else what is wrong. Structure only: the rows were
+    validated once, in `validate`."""
+    if not isinstance(value, pd.DataFrame):
+        return f"expected a pandas DataFrame of readings, got {type(value).__name__}"
+    if tuple(value.columns) != _COLUMNS:
+        return f"readings columns are {list(value.columns)}, expected {list(_COLUMNS)}"
+    if not isinstance(value["time"].dtype, pd.DatetimeTZDtype) or value["value"].dtype != float:
+        return "readings need a timezone-aware 'time' column and a float 'value' column"
+    return None
+
+
 def empty_frame() -> pd.DataFrame:
     return pd.DataFrame(
         {

@@ -5,14 +5,33 @@ import warnings
 from dataclasses import dataclass
 
 import dagster as dg
+import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from energymon_pipeline.modbus.types import MeterSpec
-from energymon_pipeline.readings import ReadingsModel
+from energymon_pipeline.readings import ReadingsModel, frame_problem
 
 with warnings.catch_warnings():  # dagster-pandera marks itself beta; the pin keeps it stable
     warnings.simplefilter("ignore", dg.BetaWarning)
-    ReadingsFrame = pandera_schema_to_dagster_type(ReadingsModel)
+    _PANDERA_TYPE = pandera_schema_to_dagster_type(ReadingsModel)
+
+
+def _is_validated_frame(_context, value: object) -> dg.TypeCheck:
+    problem = frame_problem(value)
+    return dg.TypeCheck(success=problem is None, description=problem)
+
+
+#: The readings frame as Dagster shows it: the pandera model's name, description and column
+#: schema (dagster-pandera's metadata), but a type check that only makes sure the value is the
+#: frame `readings.validate` built and checked against that model. dagster-pandera's own check
+#: would validate every row a second time (lazily, its slowest mode) in every run process.
+ReadingsFrame = dg.DagsterType(
+    type_check_fn=_is_validated_frame,
+    name=_PANDERA_TYPE.unique_name,
+    description=_PANDERA_TYPE.description,
+    metadata=_PANDERA_TYPE.metadata,
+    typing_type=pd.DataFrame,
+)
 
 
 @dataclass

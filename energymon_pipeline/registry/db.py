@@ -7,14 +7,16 @@ environment through settings.py); this module only knows which URLs it can use.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from energymon_pipeline.errors import RegistryError
+
+if TYPE_CHECKING:  # Alembic is imported where a migration runs: a poll run never needs it.
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: Alembic's version table, named for this project so it cannot collide with another
@@ -98,6 +100,8 @@ def unreachable(engine: Engine, error: OperationalError) -> RegistryError:
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -109,6 +113,7 @@ def upgrade(engine: Engine, virtual_meter: tuple[str, int] = VIRTUAL_METER) -> l
 
     `virtual_meter` (host, port) is where a new registry's virtual meter points; an existing
     registry keeps its rows as they are."""
+    from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 

@@ -1,0 +1,77 @@
+"""What a poll run's process pays for before and after its ops: every run is a new process
+that imports the code location, so what it imports and checks is paid every minute."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import dagster as dg
+import pandas as pd
+
+from energymon_pipeline import readings
+from energymon_pipeline.modbus.reader import MeterResult, Reading
+from energymon_pipeline.modbus.types import DataType, Endpoint, MeterSpec, RegisterSpec
+from energymon_pipeline.ops.types import ReadingsFrame
+
+NOT_FOR_A_RUN = ("alembic", "energymon_pipeline.commands", "virtual_server", "sunspec2")
+
+
+def test_loading_the_code_location_imports_no_migrations_cli_or_simulator():
+    """A run process loads energymon_pipeline.definitions; Alembic (migrations), the CLI and
+    the virtual server are imported where they are used, never by a poll run."""
+    script = (
+        "import json, sys\n"
+        "import energymon_pipeline.definitions\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "dagster" in loaded and "energymon_pipeline.ops.poll" in loaded  # the walk is real
+    unwanted = [
+        m for m in loaded if m.split(".")[0] in NOT_FOR_A_RUN or m.startswith(NOT_FOR_A_RUN)
+    ]
+    assert unwanted == []
+
+
+def _results() -> list[MeterResult]:
+    meter = MeterSpec(
+        meter_id=7,
+        endpoint=Endpoint(host="127.0.0.1", port=502, unit_id=1),
+        meter_type="sdm630",
+        description="main",
+        registers=(
+            RegisterSpec(measurement="voltage", address=0, data_type=DataType.FLOAT32, unit="V"),
+        ),
+    )
+    result = MeterResult(meter=meter)
+    result.readings.append(Reading(1_764_000_000.0, meter.registers[0], 230.5))
+    return [result]
+
+
+def test_the_readings_type_accepts_the_validated_frame_without_validating_it_again():
+    frame = readings.validate(_results()).frame
+    assert dg.check_dagster_type(ReadingsFrame, frame).success
+    assert dg.check_dagster_type(ReadingsFrame, readings.empty_frame()).success
+    # The schema the UI shows is still the pandera model's.
+    schema = ReadingsFrame.metadata["schema"].schema
+    assert [c.name for c in schema.columns] == list(readings.ReadingsModel.to_schema().columns)
+
+
+def test_the_readings_type_refuses_what_validate_did_not_build():
+    frame = readings.validate(_results()).frame
+    wrong = {
+        "a list": [1, 2],
+        "a missing column": frame.drop(columns=["unit"]),
+        "reordered columns": frame[list(reversed(frame.columns))],
+        "naive times": frame.assign(time=frame["time"].dt.tz_localize(None)),
+        "text values": frame.assign(value=frame["value"].astype(str)),
+    }
+    for what, value in wrong.items():
+        check = dg.check_dagster_type(ReadingsFrame, value)
+        assert not check.success, what
+        assert check.description, what
+    assert isinstance(frame, pd.DataFrame)
