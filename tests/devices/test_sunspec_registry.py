@@ -1,0 +1,187 @@
+"""SunSpec layouts in the registry (migration 0006, SQLite and PostgreSQL): an original
+database adopts them without a changed row; the connectivity check of a `sunspec` meter
+discovers and keeps the layout, a poll's definitions read it without rediscovering, a layout
+found at another endpoint is not used; `energymon read` discovers when none is stored."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from energymon_pipeline.definitions import build_definitions
+from energymon_pipeline.devices.sunspec_store import load_layout
+from energymon_pipeline.registry import db, queries
+from energymon_pipeline.registry.definitions import load_definitions
+from virtual_server import DeviceMemory, VirtualModbusTCPServer
+from virtual_server.sunspec import SunSpecInverter
+
+ORIGINAL_DDL = [
+    """CREATE TABLE energy_meters (id int PRIMARY KEY, host varchar(64) NOT NULL,
+        port int NOT NULL, slave_address int NOT NULL, type varchar(32) NOT NULL,
+        description varchar(64) NOT NULL)""",
+    """CREATE TABLE registers (type varchar(32) NOT NULL, register_address int NOT NULL,
+        measurement_name varchar(64) NOT NULL, data_unit varchar(8) NULL, data_type int,
+        function_code int, word_order int, byte_order int)""",
+    "INSERT INTO energy_meters VALUES (1, '192.168.1.113', 502, 1, 'sdm630', 'example')",
+    "INSERT INTO registers VALUES ('sdm630', 0, 'voltageL1', 'V', 3, 4, 2, 2)",
+]
+
+
+def test_an_original_database_gains_the_layout_table_and_keeps_its_rows(registry, fetch):
+    with registry.begin() as connection:
+        for statement in ORIGINAL_DDL:
+            connection.execute(sa.text(statement))
+    db.upgrade(registry)
+    assert fetch(registry, "SELECT id, host, port, slave_address, type, description "
+                 "FROM energy_meters WHERE id = 1") == [
+        (1, "192.168.1.113", 502, 1, "sdm630", "example")
+    ]  # fmt: skip
+    assert fetch(registry, "SELECT type, register_address, measurement_name FROM registers") == [
+        ("sdm630", 0, "voltageL1")
+    ]
+    assert fetch(registry, "SELECT * FROM sunspec_layouts") == []
+    assert db.current_revision(registry) == db.revisions()[-1]
+    assert "0006" in db.revisions()
+    # The old meter still loads as before; a sunspec meter without a layout is reported.
+    queries.add_meter(registry, {"id": 5, "host": "127.0.0.1", "port": 1502,
+                                 "slave_address": 1, "type": "sunspec", "description": "pv"})  # fmt: skip
+    definitions = load_definitions(registry, meter_ids=[1, 5])
+    assert [m.meter_id for m in definitions.meters] == [1]
+    assert definitions.problems == [
+        "meter 5: skipped: its SunSpec layout has not been discovered yet (the connectivity "
+        "check discovers it; `energymon read 5` does it now)"
+    ]
+
+
+@pytest.fixture
+def env(registry_url, influxd, influx_db, tmp_path):
+    engine = db.create_engine(registry_url)
+    db.upgrade(engine)
+    engine.dispose()
+    return {
+        "ENERGYMON_DATABASE_URL": registry_url,
+        "INFLUXDB_HOSTNAME": influxd.host,
+        "INFLUXDB_PORT": str(influxd.port),
+        "INFLUXDB_DB": influx_db,
+        "ENERGYMON_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+
+
+def check(env, meter_id: int) -> dg.ExecuteInProcessResult:
+    job = build_definitions(env).resolve_job_def("connectivity_check_job")
+    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+        patch.setenv("ENERGYMON_DATABASE_URL", env["ENERGYMON_DATABASE_URL"])
+        return job.execute_in_process(
+            run_config={"ops": {"check_meter_connectivity": {"config": {"meter_id": meter_id}}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+
+
+def test_the_connectivity_check_discovers_and_keeps_the_layout_the_poll_uses(env, fetch):
+    engine = db.create_engine(env["ENERGYMON_DATABASE_URL"])
+    with VirtualModbusTCPServer({7: SunSpecInverter(base_address=50000)}) as server:
+        queries.add_meter(engine, {"id": 3, "host": "127.0.0.1", "port": server.port,
+                                   "slave_address": 7, "type": "sunspec",
+                                   "description": "roof"})  # fmt: skip
+        result = check(env, 3)
+        assert result.success, result
+        assert result.output_for_node("check_meter_connectivity") == "reachable"
+        [(models, base, manufacturer, serial, layout)] = fetch(
+            engine, "SELECT models, base_address, manufacturer, serial_number, layout "
+            "FROM sunspec_layouts WHERE meter_id = 3"
+        )  # fmt: skip
+        assert (models, base, manufacturer, serial) == ("1,103,160,203", 50000, "energymon",
+                                                        "VS-0001")  # fmt: skip
+        assert json.loads(layout)["models"][1] == {
+            "id": 103, "name": "inverter_three_phase", "address": 50070, "length": 50
+        }  # fmt: skip
+        [meter] = queries.list_meters(engine)[-1:]
+        assert meter["status_result"] == "reachable"
+        assert (
+            "SunSpec at 50000 (unit 7): energymon Virtual SunSpec Inverter"
+            in (meter["status_message"])
+        )
+        # The poll's definitions come from the stored layout: no request to the device.
+        server.reset_requests()
+        [spec] = load_definitions(engine, meter_ids=[3]).meters
+        assert server.requests == []
+        names = {r.measurement: r for r in spec.registers}
+        assert names["inverter_three_phase_W"].address == 50072 + 12
+        assert names["inverter_three_phase_W"].scale_factor_address == 50072 + 13
+        assert "mppt_module2_DCW" in names and "ac_meter_abcn_TotWhImp" in names
+        assert names["ac_meter_abcn_TotWhImp"].cumulative
+
+        # Moved to another unit id: the old layout is not used for it.
+        with engine.begin() as connection:
+            connection.exec_driver_sql("UPDATE energy_meters SET slave_address = 8 WHERE id = 3")
+        definitions = load_definitions(engine, meter_ids=[3])
+        assert definitions.meters == []
+        assert "was discovered at tcp:127.0.0.1:" in definitions.problems[0]
+        assert "waiting for its connectivity check" in definitions.problems[0]
+        # Unit 8 answers but is not SunSpec: the check fails and says so.
+        server.devices[8] = DeviceMemory(holding_registers={0: 1})
+        failed = check(env, 3)
+        assert not failed.success
+        assert queries.list_meters(engine)[-1]["status_result"] == "not sunspec"
+        # Deleting the meter deletes its layout.
+        queries.remove_meter(engine, 3)
+        assert fetch(engine, "SELECT COUNT(*) FROM sunspec_layouts") == [(0,)]
+    engine.dispose()
+
+
+def test_energymon_read_discovers_a_new_sunspec_meter_then_reads_it(energymon, registry_url):
+    assert energymon("db", "upgrade").exit_code == 0
+    engine = db.create_engine(registry_url)
+    device = SunSpecInverter(powers=[2500.0, 3500.0])
+    with VirtualModbusTCPServer({1: device}) as server:
+        queries.add_meter(engine, {"id": 4, "host": "127.0.0.1", "port": server.port,
+                                   "slave_address": 1, "type": "sunspec",
+                                   "description": "pv"})  # fmt: skip
+        first = energymon("read", "4", "--json")
+        assert first.exit_code == 0, first.stderr
+        assert first.stderr.startswith("meter 4: discovered SunSpec at 40000 (unit 1)")
+        readings = {r["measurement"]: r for r in json.loads(first.stdout)["readings"]}
+        assert readings["inverter_three_phase_W"]["value"] == 2500.0
+        assert readings["inverter_three_phase_W"]["unit"] == "W"
+        assert readings["inverter_three_phase_PhVphA"]["value"] == 230.1
+        assert readings["mppt_module1_DCV"]["value"] == 600.0
+        # Not implemented on the device: no reading at all (never 0).
+        for absent in ("inverter_three_phase_PPVphAB", "inverter_three_phase_TmpSnk",
+                       "inverter_three_phase_StVnd", "mppt_module1_Tmp", "ac_meter_abcn_WphA",
+                       "ac_meter_abcn_TotVAhImp"):  # fmt: skip
+            assert absent not in readings
+        assert load_layout(engine, 4) is not None
+        # The second read uses the stored layout: no discovery requests, W_SF now 0.
+        device.update(server.devices[1])
+        server.reset_requests()
+        second = energymon("read", "4")
+        assert second.exit_code == 0, second.stderr
+        assert second.stderr == ""
+        assert all(r.count > 4 for r in server.requests)  # no marker or header reads
+        assert len(server.requests) == 2
+        row = next(line for line in second.stdout.splitlines()
+                   if line.startswith("inverter_three_phase_W "))  # fmt: skip
+        assert row.split()[:3] == ["inverter_three_phase_W", "3500", "W"]
+    engine.dispose()
+
+
+def test_read_of_a_sunspec_meter_that_is_not_sunspec_is_one_line(energymon, registry_url):
+    assert energymon("db", "upgrade").exit_code == 0
+    engine = db.create_engine(registry_url)
+    with VirtualModbusTCPServer({1: SunSpecInverter()}) as server:
+        server.devices[2] = DeviceMemory(holding_registers={0: 1})
+        queries.add_meter(engine, {"id": 4, "host": "127.0.0.1", "port": server.port,
+                                   "slave_address": 2, "type": "sunspec",
+                                   "description": "pv"})  # fmt: skip
+        result = energymon("read", "4")
+    assert result.exit_code != 0
+    assert result.stderr.startswith(
+        f"error: meter 4 (127.0.0.1:{server.port} unit 2): SunSpec discovery failed: no "
+        "SunSpec marker at 40000/40001"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1
+    engine.dispose()
