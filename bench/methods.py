@@ -99,7 +99,7 @@ class OursCycle:
         errors = Counter(e for r in results for e in r.errors)
         return clock.result(
             requests=sum(r.requests for r in results),
-            readings=sum(len(r.readings) for r in results),
+            readings=sum(r.values_read for r in results),
             written=len(frame),
             points=flushed.sent_points,
             meters_failed=sum(not r.ok for r in results),

@@ -83,46 +83,81 @@ def empty_frame() -> pd.DataFrame:
     )
 
 
+class _RegisterColumns:
+    """The register-derived columns of one registers tuple (a plan's request, shared by every
+    meter of a type): built once per tuple per call, then taken whole for each block."""
+
+    __slots__ = ("names", "units", "lows", "highs")
+
+    def __init__(self, registers: tuple) -> None:
+        self.names = np.array([r.measurement for r in registers], dtype=object)
+        self.units = np.array([r.unit for r in registers], dtype=object)
+        self.lows = np.array(
+            [np.nan if r.min_value is None else r.min_value for r in registers], dtype=float
+        )
+        self.highs = np.array(
+            [np.nan if r.max_value is None else r.max_value for r in registers], dtype=float
+        )
+
+
 def validate(results: Iterable[MeterResult]) -> Validated:
-    """Build the readings frame from every meter's readings and drop what must not be
-    written, counting each drop by meter and reason."""
-    times, ids, descriptions, types, names, units, values, lows, highs = ([] for _ in range(9))
+    """Build the readings frame from every meter's answered blocks and drop what must not be
+    written, counting each drop by meter and reason. Works on whole arrays: the values stay
+    in the decoder's arrays, and register and meter columns are repeated, not built per
+    value."""
+    columns: dict[int, _RegisterColumns] = {}
+    times, values, names, units, lows, highs = ([] for _ in range(6))
+    per_meter, meter_ids, descriptions, types = [], [], [], []
     for result in results:
+        if not result.blocks:
+            continue
         meter = result.meter
-        for reading in result.readings:
-            register = reading.register
-            times.append(reading.time)
-            ids.append(meter.meter_id)
-            descriptions.append(meter.description)
-            types.append(meter.meter_type)
-            names.append(register.measurement)
-            units.append(register.unit)
-            values.append(reading.value)
-            lows.append(np.nan if register.min_value is None else register.min_value)
-            highs.append(np.nan if register.max_value is None else register.max_value)
+        count = 0
+        for block in result.blocks:
+            registers = columns.get(id(block.registers))
+            if registers is None:
+                registers = columns[id(block.registers)] = _RegisterColumns(block.registers)
+            n = len(block.values)
+            times.append(np.full(n, block.time))
+            values.append(block.values)
+            names.append(registers.names)
+            units.append(registers.units)
+            lows.append(registers.lows)
+            highs.append(registers.highs)
+            count += n
+        per_meter.append(count)
+        meter_ids.append(meter.meter_id)
+        descriptions.append(meter.description)
+        types.append(meter.meter_type)
     if not values:
         return Validated(empty_frame())
-    value = np.asarray(values, dtype=float)
-    low, high = np.asarray(lows, dtype=float), np.asarray(highs, dtype=float)
+    value = np.concatenate(values).astype(float, copy=False)
+    low, high = np.concatenate(lows), np.concatenate(highs)
     finite = np.isfinite(value)
     below = finite & ~np.isnan(low) & (value < low)
     above = finite & ~np.isnan(high) & (value > high)
     keep = finite & ~below & ~above
+    ids = np.repeat(np.asarray(meter_ids, dtype=np.int64), per_meter)
     dropped: Counter = Counter()
-    meter_ids = np.asarray(ids, dtype=np.int64)
     for mask, reason in ((~finite, "not finite"), (below, "below min_value"),
                          (above, "above max_value")):  # fmt: skip
-        for meter_id, count in zip(*np.unique(meter_ids[mask], return_counts=True), strict=True):
-            dropped[(int(meter_id), reason)] += int(count)
+        if mask.any():
+            for meter_id, count in zip(*np.unique(ids[mask], return_counts=True), strict=True):
+                dropped[(int(meter_id), reason)] += int(count)
+    everything = keep.all()
+
+    def kept(column: np.ndarray) -> np.ndarray:
+        return column if everything else column[keep]
+
     frame = pd.DataFrame(
         {
-            "time": pd.to_datetime(np.asarray(times, dtype=float)[keep], unit="s", utc=True),
-            "meter_id": meter_ids[keep],
-            "description": pd.Series(descriptions, dtype="object")[keep].to_numpy(),
-            "meter_type": pd.Series(types, dtype="object")[keep].to_numpy(),
-            "measurement": pd.Series(names, dtype="object")[keep].to_numpy(),
-            "unit": pd.Series(units, dtype="object")[keep].to_numpy(),
-            "value": value[keep],
+            "time": pd.to_datetime(kept(np.concatenate(times)), unit="s", utc=True),
+            "meter_id": kept(ids),
+            "description": kept(np.repeat(np.array(descriptions, dtype=object), per_meter)),
+            "meter_type": kept(np.repeat(np.array(types, dtype=object), per_meter)),
+            "measurement": kept(np.concatenate(names)),
+            "unit": kept(np.concatenate(units)),
+            "value": kept(value),
         }
     )
     frame["time"] = frame["time"].astype("datetime64[ns, UTC]")

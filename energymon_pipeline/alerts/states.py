@@ -48,7 +48,7 @@ def outcome_of(result: MeterResult) -> PollOutcome:
     lost = bool(result.errors) or result.failed_values > 0
     if not lost:
         outcome = OK
-    elif result.readings:
+    elif result.values_read:
         outcome = DEGRADED
     else:
         outcome = FAILED

@@ -26,7 +26,6 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 
 import numpy as np
 
@@ -51,12 +50,25 @@ class Reading:
     value: float
 
 
+@dataclass(frozen=True, slots=True)
+class Block:
+    """The values one answered request gave: `values[i]` (float64) is `registers[i]`'s, and
+    `time` is when the answer arrived (epoch seconds, UTC). Values stay in their array from
+    the decoder to the readings frame: no Python object per value on the way."""
+
+    time: float
+    registers: tuple[RegisterSpec, ...]
+    values: np.ndarray
+
+
 @dataclass
 class MeterResult:
     """What reading one meter produced in one run, for the run metadata and the writer."""
 
     meter: MeterSpec
-    readings: list[Reading] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
+    #: Values in `blocks`, all samples.
+    values_read: int = 0
     requests: int = 0
     registers_read: int = 0
     errors: list[str] = field(default_factory=list)
@@ -66,6 +78,23 @@ class MeterResult:
     #: Values read alone from now on because a merged read of them got exception 2 in this
     #: read, beyond the meter's `learnt_splits`: for the caller to keep for the next runs.
     learnt_splits: frozenset[SplitKey] = frozenset()
+
+    def add(self, time: float, registers: tuple[RegisterSpec, ...], values: np.ndarray) -> None:
+        """Keep the values of one answer (`values[i]` belongs to `registers[i]`)."""
+        if len(registers) != len(values):
+            raise ValueError(f"{len(values)} values for {len(registers)} registers")
+        self.blocks.append(Block(time, registers, values))
+        self.values_read += len(registers)
+
+    @property
+    def readings(self) -> list[Reading]:
+        """One `Reading` per value, in read order: for people and tests (the CLI's table);
+        the poll path works on `blocks`."""
+        return [
+            Reading(block.time, register, value)
+            for block in self.blocks
+            for register, value in zip(block.registers, block.values.tolist(), strict=True)
+        ]
 
     @property
     def ok(self) -> bool:
@@ -141,12 +170,10 @@ class _MeterSession:
             registers = request.registers
             if decoder.absent_possible is not None:  # e.g. SunSpec's "not implemented"
                 registers, decoded = decoder.present(decoded)
-            values = decoded.tolist()
-            # decode returns one float per register; map() is the cheapest way to make
-            # a Reading of each (this runs between an answer and the next request on the bus).
-            self.result.readings.extend(
-                map(Reading, repeat(block.received_at, len(values)), registers, values)
-            )
+            # The decoded array is kept as it is (this runs between an answer and the next
+            # request on the bus): readings.validate builds the frame from the arrays.
+            self.result.blocks.append(Block(block.received_at, registers, decoded))
+            self.result.values_read += len(registers)
         return block
 
     def _fail(self, block: BlockRead) -> None:

@@ -123,7 +123,7 @@ def read_meters(
             "meters ok": sum(r.ok for r in results),
             "meters failed": sum(not r.ok for r in results),
             "requests": sum(r.requests for r in results),
-            "values read": sum(len(r.readings) for r in results),
+            "values read": sum(r.values_read for r in results),
             "learnt splits": sum(len(r.learnt_splits) for r in results),
         }
     )

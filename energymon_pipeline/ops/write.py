@@ -167,6 +167,6 @@ def _report_losses(context: dg.OpExecutionContext, outcome: WriteOutcome) -> Non
 def _fail_if_every_meter_failed(results: list[MeterResult]) -> None:
     """A run in which some meters failed succeeds (their errors are in the table); a run in
     which every meter failed is red in the UI, after their health points were written."""
-    if results and not any(r.readings for r in results):
+    if results and not any(r.values_read for r in results):
         errors = "; ".join(f"meter {r.meter.meter_id}: {r.error}" for r in results[:5])
         raise dg.Failure(description=f"every meter failed: {errors}", allow_retries=False)
