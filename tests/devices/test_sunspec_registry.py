@@ -185,3 +185,68 @@ def test_read_of_a_sunspec_meter_that_is_not_sunspec_is_one_line(energymon, regi
     )
     assert len(result.stderr.strip().splitlines()) == 1
     engine.dispose()
+
+
+def sensor_tick(registry_url: str, cursor: str | None):
+    from energymon_pipeline.jobs import connectivity_check_job
+    from energymon_pipeline.resources import RegistryResource
+    from energymon_pipeline.sensors import build_new_meter_sensor
+
+    sensor = build_new_meter_sensor(connectivity_check_job, 60)
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_sensor_context(
+            cursor=cursor,
+            instance=instance,
+            resources={"registry": RegistryResource(database_url=registry_url)},
+        ) as context,
+    ):
+        return sensor.evaluate_tick(context)
+
+
+def run_requested_checks(env, tick) -> list[bool]:
+    job = build_definitions(env).resolve_job_def("connectivity_check_job")
+    outcomes = []
+    for request in tick.run_requests or []:
+        with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
+            patch.setenv("ENERGYMON_DATABASE_URL", env["ENERGYMON_DATABASE_URL"])
+            result = job.execute_in_process(
+                run_config=request.run_config, instance=instance, raise_on_error=False
+            )
+        outcomes.append(result.success)
+    return outcomes
+
+
+def test_added_and_re_enabled_meters_get_their_layout_through_the_sensor(env):
+    """The new-meter sensor -> connectivity_check_job path: a new sunspec meter gets its
+    layout; after the device's firmware moved its map (base 40000 -> 0) while the meter was
+    disabled, re-enabling it rediscovers the layout."""
+    url = env["ENERGYMON_DATABASE_URL"]
+    engine = db.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE energy_meters SET enabled = false")  # not meter 0
+    cursor = sensor_tick(url, None).cursor
+    memory = DeviceMemory()
+    device = SunSpecInverter()
+    device.update(memory)
+    with VirtualModbusTCPServer({1: SunSpecInverter()}) as server:
+        server.devices[2] = memory
+        queries.add_meter(engine, {"id": 6, "host": "127.0.0.1", "port": server.port,
+                                   "slave_address": 2, "type": "sunspec",
+                                   "description": "pv"})  # fmt: skip
+        tick = sensor_tick(url, cursor)
+        assert run_requested_checks(env, tick) == [True]
+        assert load_layout(engine, 6)[1].base_address == 40000
+
+        queries.set_meter_enabled(engine, 6, False)
+        cursor = sensor_tick(url, tick.cursor).cursor
+        memory.clear()
+        device.base_address = 0
+        device.update(memory)
+        queries.set_meter_enabled(engine, 6, True)
+        tick = sensor_tick(url, cursor)
+        assert run_requested_checks(env, tick) == [True]
+        assert load_layout(engine, 6)[1].base_address == 0
+        [spec] = load_definitions(engine, meter_ids=[6]).meters
+        assert {r.measurement: r.address for r in spec.registers}["inverter_three_phase_W"] == 84
+    engine.dispose()
