@@ -295,8 +295,12 @@ def measure(instance, run_id: str, launched: float, sampler: ProcSampler | None)
         elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
             ops.setdefault(event.step_key, {})["end"] = entry.timestamp
         data = event.event_specific_data
-        if event.step_key == READ_OP and getattr(data, "metadata", None):
-            metadata.update({k: getattr(v, "value", v) for k, v in data.metadata.items()})
+        values = getattr(data, "metadata", None)
+        values = values if isinstance(values, dict) else {}
+        if event.step_key == READ_OP:
+            metadata.update({k: getattr(v, "value", v) for k, v in values.items()})
+        elif LATENESS_KEY in values:  # the read op's key, wherever the run reports it
+            metadata.setdefault(LATENESS_KEY, getattr(values[LATENESS_KEY], "value", None))
     status = run.status.value if run is not None else "unknown"
     if status != "SUCCESS" or not {"process", "run_start", "run_end"} <= stamp.keys():
         raise BenchError(f"run {run_id} ended {status}: " + _last_messages(entries))

@@ -293,15 +293,16 @@ def _late(value: float | None) -> str:
 def cold_table(run: Run) -> str:
     rows = [
         "| meters | delay | cold run s | empty run s | cold - empty s | transport floor s "
-        "| (cold - empty) / floor | CPU s | CPU ms per meter | peak RSS | event rows "
-        "| first sample late |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| (cold - empty) / floor | CPU s | CPU ms per meter | CPU above the empty run's, ms "
+        "per meter | peak RSS | event rows | first sample late |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cold_sizes(run):
         rows.append(
             f"| {c.meters} | {c.delay_ms:g} ms | {_s(c.seconds('cold'))} "
             f"| {_s(c.seconds('empty'))} | {_s(c.excess_s)} | {_s(c.seconds('floor'))} "
             f"| {_x(c.vs_floor)} | {_s(c.cpu())} | {c.cpu_ms_per_meter():.2f} "
+            f"| {c.cpu_above_empty_ms_per_meter():.2f} "
             f"| {c.rss_mb():.0f} MB | {c.events():.0f} | {_late(c.late_s)} |"
         )
     return "\n".join(rows)
@@ -321,9 +322,13 @@ def cold_stages_table(run: Run) -> str:
         for kind, label in (("cold", "poll (cold)"), ("empty", "empty job")):
             present = set(c.stage_names(kind))
             cells = [_s(c.stage(n, kind)) if n in present else "-" for n in names]
+            median_run = c.median_run(kind) or {}
             rows.append(
-                f"| {c.meters} | {label} | " + " | ".join(cells) + f" | {_s(c.seconds(kind))} "
-                f"| {_s(c.cpu(kind))} | {c.rss_mb(kind):.0f} MB | {c.events(kind):.0f} |"
+                f"| {c.meters} | {label} | " + " | ".join(cells) + f" | "
+                f"{_s(median_run.get('seconds', float('nan')))} "
+                f"| {_s(median_run.get('cpu_s') or float('nan'))} "
+                f"| {(median_run.get('vmhwm_kb') or 0) / 1024:.0f} MB "
+                f"| {median_run.get('events', 0)} |"
             )
     return "\n".join(rows)
 
@@ -372,8 +377,9 @@ def cold_before_after(run: Run) -> str:
         return "No baseline saved (bench/cold_baseline.json)."
     rows = [
         "| meters | | cold run s | empty run s | cold - empty s | (cold - empty) / floor "
-        "| CPU s | CPU ms per meter | peak RSS | event rows |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU s | CPU ms per meter | CPU above the empty run's, ms per meter | peak RSS "
+        "| event rows |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cold_sizes(run):
         before = cold_at(baseline, c.meters)
@@ -383,7 +389,8 @@ def cold_before_after(run: Run) -> str:
             rows.append(
                 f"| {c.meters} | {label} | {_s(x.seconds('cold'))} | {_s(x.seconds('empty'))} "
                 f"| {_s(x.excess_s)} | {_x(x.vs_floor)} | {_s(x.cpu())} "
-                f"| {x.cpu_ms_per_meter():.2f} | {x.rss_mb():.0f} MB | {x.events():.0f} |"
+                f"| {x.cpu_ms_per_meter():.2f} | {x.cpu_above_empty_ms_per_meter():.2f} "
+                f"| {x.rss_mb():.0f} MB | {x.events():.0f} |"
             )
     return "\n".join(rows)
 
@@ -423,7 +430,8 @@ VmHWM from /proc, sampled every 20 ms until it exits).
 
 {cold_table(run)}
 
-Where a cold run's time goes, from its event log: **launch -> process** (the launch, the code
+Where a cold run's time goes, from its event log (the stages of the run with the median time,
+so they add up to its total): **launch -> process** (the launch, the code
 server starting the run's process, Python and Dagster imported), **imports + definitions**
 (from "Started process for run" to RUN_START: the code location imported and its definitions
 loaded), each op from STEP_START to STEP_SUCCESS, and **rest** (between and after the ops:

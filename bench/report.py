@@ -581,6 +581,17 @@ class ColdSize:
         values = [v for v in values if v is not None]
         return median(values) if values else None
 
+    def cpu_above_empty_ms_per_meter(self) -> float:
+        """The cold run's CPU beyond the empty run's, per meter: what energymon's own code
+        (imports, definitions, the ops) costs the run process."""
+        return (self.cpu() - self.cpu("empty")) / self.meters * 1000
+
+    def median_run(self, kind: str = "cold") -> dict | None:
+        """The run whose time is the median (the lower one of an even count): its stages add
+        up to its total, as medians per stage would not."""
+        runs = sorted(self.runs(kind), key=lambda r: r["seconds"])
+        return runs[(len(runs) - 1) // 2] if runs else None
+
     def stage_names(self, kind: str = "cold") -> list[str]:
         names: list[str] = []
         for run in self.runs(kind):
@@ -589,7 +600,9 @@ class ColdSize:
         return [n for n in names if n != "rest"] + (["rest"] if "rest" in names else [])
 
     def stage(self, name: str, kind: str = "cold") -> float:
-        return median([r["stages"].get(name, 0.0) for r in self.runs(kind)])
+        """A stage of the median run (`median_run`)."""
+        run = self.median_run(kind)
+        return float("nan") if run is None else run["stages"].get(name, 0.0)
 
     @property
     def failures(self) -> list[str]:
