@@ -61,6 +61,8 @@ class ProfileMatch:
 
     def __str__(self) -> str:
         shown = f"0x{self.value:04X}" if isinstance(self.value, int) else repr(self.value)
+        if isinstance(self.value, int):
+            shown = f"{self.value} ({shown})"
         return f"{self.manufacturer} {'/'.join(self.models)} (profile {self.profile}, {shown})"
 
 

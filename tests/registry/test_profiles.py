@@ -209,7 +209,7 @@ def test_cli_list_and_import(migrated, cli, fetch):
 
     shown = cli("show", "SDM630")
     assert shown.exit_code == 0, shown.stderr
-    assert "signature:    holding register 64514 (0xFC02), UINT16 = 0x0070" in shown.stdout
+    assert "signature:    holding register 64514 (0xFC02), UINT16 = 112 (0x0070)" in shown.stdout
     assert "numbering:    modicon" in shown.stdout
     table = shown.stdout.split("registers:    27\n")[1].splitlines()
     assert table[0].split() == ["ADDRESS", "FC", "TYPE", "UNIT", "SCALE", "COUNTER", "MEASUREMENT"]

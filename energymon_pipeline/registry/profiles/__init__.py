@@ -114,8 +114,13 @@ class Signature:
             wanted = " or ".join(repr(t) for t in self.text)
             return f"{where}, {self.registers} registers of text starting {wanted}"
         assert self.data_type is not None
-        wanted = " or ".join(f"0x{v:04X}" if v >= 0 else str(v) for v in self.values)
+        wanted = " or ".join(_number(v) for v in self.values)
         return f"{where}, {self.data_type.name} = {wanted}"
+
+
+def _number(value: int) -> str:
+    """A model code as documents print them: decimal, and hex beside it."""
+    return f"{value} (0x{value:04X})" if value >= 0 else str(value)
 
 
 @dataclass(frozen=True, slots=True)
