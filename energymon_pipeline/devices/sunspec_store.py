@@ -174,7 +174,13 @@ def registers_for(connection, meter_rows: list[dict[str, Any]]) -> dict[int, Any
     return found
 
 
-async def _discover(meter: MeterSpec, timeout_s: float) -> tuple[SunSpecProbe, float | None]:
+_RESULTS = {ErrorKind.REFUSED: REFUSED, ErrorKind.TIMEOUT: TIMEOUT}
+
+
+async def _discover(
+    meter: MeterSpec, timeout_s: float
+) -> tuple[SunSpecProbe, float | None, str | None]:
+    """(what the probe found, TCP connect latency, the connect's failure as a result)."""
     connection = ModbusConnection(meter.endpoint)
     try:
         latency_ms = None
@@ -182,13 +188,11 @@ async def _discover(meter: MeterSpec, timeout_s: float) -> tuple[SunSpecProbe, f
             started = time.monotonic()
             error = await connection.open()
             if error is not None:
-                kind = {ErrorKind.REFUSED: REFUSED, ErrorKind.TIMEOUT: TIMEOUT}.get(
-                    error.kind, UNREACHABLE
-                )
-                return SunSpecProbe(None, False, f"{kind}: {error}"), None
+                result = _RESULTS.get(error.kind, UNREACHABLE)
+                return SunSpecProbe(None, False, str(error)), None, result
             latency_ms = (time.monotonic() - started) * 1000
         probe = await probe_sunspec(connection, meter.endpoint.unit_id, timeout_s)
-        return probe, latency_ms
+        return probe, latency_ms, None
     finally:
         connection.close()
 
@@ -198,14 +202,13 @@ def discover_and_store(
 ) -> ConnectivityResult:
     """Discover the meter's SunSpec layout and keep it: the connectivity check of a
     `sunspec` meter. The old layout stays when the device cannot be read now."""
-    probe, latency_ms = asyncio.run(_discover(meter, timeout_s))
+    probe, latency_ms, failure = asyncio.run(_discover(meter, timeout_s))
     if probe.device is None:
         if probe.answered:
             return ConnectivityResult(NOT_SUNSPEC, latency_ms, probe.detail)
-        result = probe.detail.split(":", 1)[0] if latency_ms is None else TIMEOUT
-        if result not in (REFUSED, TIMEOUT, UNREACHABLE):
-            result = TIMEOUT
-        return ConnectivityResult(result, latency_ms, probe.detail)
+        if failure is None:  # connected (or a serial port), but no answer in time
+            failure = REFUSED if "refused" in probe.detail else TIMEOUT
+        return ConnectivityResult(failure, latency_ms, probe.detail)
     device = probe.device
     save_layout(engine, meter.meter_id, layout_endpoint(meter), device)
     layout = layout_registers(device)

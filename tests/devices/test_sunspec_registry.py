@@ -250,3 +250,26 @@ def test_added_and_re_enabled_meters_get_their_layout_through_the_sensor(env):
         [spec] = load_definitions(engine, meter_ids=[6]).meters
         assert {r.measurement: r.address for r in spec.registers}["inverter_three_phase_W"] == 84
     engine.dispose()
+
+
+@pytest.mark.parametrize("case", ["refused", "timeout"])
+def test_a_sunspec_meter_that_does_not_answer_keeps_its_old_layout(
+    case, env, refused_port, silent_port, fetch
+):
+    engine = db.create_engine(env["ENERGYMON_DATABASE_URL"])
+    with VirtualModbusTCPServer({1: SunSpecInverter()}) as server:
+        queries.add_meter(engine, {"id": 8, "host": "127.0.0.1", "port": server.port,
+                                   "slave_address": 1, "type": "sunspec", "timeout_s": 0.5,
+                                   "description": "pv"})  # fmt: skip
+        assert check(env, 8).success
+    stored = fetch(engine, "SELECT layout FROM sunspec_layouts WHERE meter_id = 8")
+    port = refused_port if case == "refused" else silent_port
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"UPDATE energy_meters SET port = {port} WHERE id = 8")
+    result = check(env, 8)
+    assert not result.success
+    [meter] = [m for m in queries.list_meters(engine) if m["id"] == 8]
+    assert meter["status_result"] == case
+    # The device is away, not changed: its layout stays (for its old endpoint).
+    assert fetch(engine, "SELECT layout FROM sunspec_layouts WHERE meter_id = 8") == stored
+    engine.dispose()
