@@ -269,25 +269,26 @@ def raise_poll_failure(
     run_id: str,
     group: str,
     reason: str,
-    succeeded_since: Callable[[datetime], bool],
+    succeeded_after: Callable[[str], bool],
 ) -> str | None:
     """Records a failed poll run of `group` unless that would repeat the last one: a failure
-    is announced when it is the first, when a poll run of the group succeeded since the last
-    announced one, or when the repeat interval has passed. Returns the alert's text, or None
-    when it was held back (the reason is the caller's to log)."""
+    is announced when it is the first, when a poll run of the group succeeded after the
+    last announced one (`succeeded_after(run_id)` is the caller's to answer from the runs),
+    or when the repeat interval has passed. Returns the alert's text, or None when it was
+    held back (the reason is the caller's to log)."""
     prefix = f"poll:{group}:"
 
     def work(connection: Connection) -> str | None:
         last = connection.execute(
-            sa.select(alerts.c.raised_at)
+            sa.select(alerts.c.key, alerts.c.raised_at)
             .where(alerts.c.kind == POLL_FAILED, alerts.c.key.like(prefix + "%"))
             .order_by(alerts.c.id.desc())
             .limit(1)
         ).first()
         if last is not None:
-            last_at = utc(last.raised_at)
-            due = settings.repeat_hours and now - last_at >= timedelta(hours=settings.repeat_hours)
-            if not due and not succeeded_since(last_at):
+            repeat = timedelta(hours=settings.repeat_hours)
+            due = settings.repeat_hours and now - utc(last.raised_at) >= repeat
+            if not due and not succeeded_after(last.key.removeprefix(prefix)):
                 return None
         scope = "every meter" if group == "all" else f"poll group {group!r}"
         text = f"Poll run {run_id} ({scope}) failed: {reason}"

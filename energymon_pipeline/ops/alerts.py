@@ -212,13 +212,19 @@ def build_poll_failure_sensor(
         settings = alerts.settings()
         now = clock()
 
-        def succeeded_since(moment: datetime) -> bool:
+        def succeeded_after(announced_run_id: str) -> bool:
+            """Whether a poll run of the group succeeded after the announced failed run
+            ended (the runs' own times, from the instance)."""
+            announced = context.instance.get_run_record_by_id(announced_run_id)
+            if announced is None:  # purged by the retention job: long ago
+                return True
             records = context.instance.get_run_records(
                 dg.RunsFilter(
                     job_name=run.job_name,
                     statuses=[dg.DagsterRunStatus.SUCCESS],
                     tags={GROUP_TAG: group} if GROUP_TAG in run.tags else {},
-                    updated_after=moment,
+                    updated_after=announced.end_time
+                    and datetime.fromtimestamp(announced.end_time, UTC),
                 ),
                 limit=1,
             )
@@ -231,7 +237,7 @@ def build_poll_failure_sensor(
             run.run_id,
             group,
             _failure_reason(context),
-            succeeded_since,
+            succeeded_after,
         )
         if text is None:
             context.log.info(

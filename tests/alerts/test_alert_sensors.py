@@ -110,9 +110,9 @@ def meter_states(fleet) -> dict[int, str]:
         row["meter_id"]: row["state"]
         for row in queries.run_in_transaction(
             fleet["engine"],
-            lambda c: c.exec_driver_sql("SELECT meter_id, state FROM meter_states")
-            .mappings()
-            .all(),
+            lambda c: (
+                c.exec_driver_sql("SELECT meter_id, state FROM meter_states").mappings().all()
+            ),
         )
     }
 
@@ -208,3 +208,93 @@ def test_down_once_reminded_back_once_nothing_lost(fleet, clock, receiver, mailb
         ("meter_recovered", "email", "sent", 1),
         ("meter_recovered", "webhook", "sent", 2),
     ]
+
+
+def failure_tick(fleet, clock, instance, result: dg.ExecuteInProcessResult) -> None:
+    """poll_failure_sensor on a failed run, as the daemon would call it."""
+    settings = alert_settings(fleet["env"])
+    sensor = build_poll_failure_sensor(
+        build_definitions(fleet["env"]).resolve_job_def("poll_meters_job"),
+        clock=clock,
+        sleep=lambda s: None,
+    )
+    with dg.build_run_status_sensor_context(
+        sensor_name="poll_failure_sensor",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        resources={
+            "registry": RegistryResource(database_url=fleet["env"]["ENERGYMON_DATABASE_URL"]),
+            "alerts": AlertsResource.of(settings),
+        },
+    ) as context:
+        sensor(context.for_run_failure())
+
+
+def test_a_failed_poll_run_is_announced_once_until_a_run_succeeds(fleet, clock, receiver):
+    with dg.instance_for_test() as instance:
+        fleet["flaky"].stop_thread()
+        fleet["steady"].stop_thread()  # every meter fails: the run fails
+        failed = [poll(fleet, instance) for _ in range(2)]
+        assert not any(r.success for r in failed)
+        for result in failed:
+            clock.advance(minutes=1)
+            failure_tick(fleet, clock, instance, result)
+        assert receiver.kinds() == ["poll_failed"]  # the second is the same outage
+        assert receiver.received[0]["meter"] is None
+        assert receiver.texts()[0].startswith(f"Poll run {failed[0].run_id} (every meter) failed")
+        assert "every meter failed" in receiver.texts()[0]
+
+        steady = DeviceMemoryServer(
+            {2: device((0, 100)), 3: device((0, 100))}, host="127.0.0.1", port=fleet["steady"].port
+        )
+        fleet["steady"] = steady.start_in_thread()
+        assert poll(fleet, instance).success  # a run succeeds in between
+        fleet["steady"].stop_thread()
+        again = poll(fleet, instance)
+        assert not again.success
+        clock.advance(minutes=1)
+        failure_tick(fleet, clock, instance, again)
+        assert receiver.kinds() == ["poll_failed", "poll_failed"]
+
+
+def test_no_secret_in_the_event_log_or_storage(fleet, clock, receiver, mailbox, tmp_path, capfd):
+    """The webhook URL's token and the SMTP password reach the sensors (the alerts are sent)
+    but nothing Dagster stores or shows: resource config, run config, event log, the sensor's
+    cursor and logs, the instance's files."""
+    defs = build_definitions(fleet["env"])
+    resource = defs.resources["alerts"]
+    assert isinstance(resource.webhook_url, dg.EnvVar)
+    assert isinstance(resource.smtp_password, dg.EnvVar)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        fleet["flaky"].stop_thread()
+        results = [poll(fleet, instance) for _ in range(3)]
+        assert all(r.success for r in results)
+        sensor = defs.resolve_sensor_def("meter_alert_sensor")
+        with dg.build_sensor_context(
+            instance=instance, resources=defs.resources, sensor_name="meter_alert_sensor"
+        ) as context:
+            tick_result = sensor.evaluate_tick(context)
+        assert "sent 2" in tick_result.skip_message
+        assert len(receiver.received) == 1 and len(mailbox.messages) == 1
+        stored = [tick_result.skip_message, tick_result.cursor or ""]
+        for result in results:
+            for entry in instance.all_logs(result.run_id):
+                stored.append(str(entry))
+            stored.append(json.dumps(instance.get_run_by_id(result.run_id).run_config))
+        stored.append(repr(resource))
+    printed = capfd.readouterr()  # the runs' and the sensor's log lines, as printed
+    stored += [printed.out, printed.err]
+    assert "raised: meter_down meter 1" in printed.err  # the sensor's log is in there
+    for secret in (TOKEN, SMTP_PASSWORD):
+        assert not any(secret in text for text in stored), secret
+        for path in home.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), f"{secret} in {path}"
+    assert any(p.suffix == ".db" for p in home.rglob("*"))  # the SQLite storages were searched
+    alerts = queries.run_in_transaction(
+        fleet["engine"], lambda c: c.exec_driver_sql("SELECT * FROM alert_deliveries").all()
+    )
+    assert alerts and not any(TOKEN in str(row) for row in alerts)
