@@ -359,17 +359,20 @@ def cold(args: argparse.Namespace, influx: Influxd, temp: Path) -> list[dict]:
     """The cold runs (bench/cold.py) at the target's device delay."""
     if args.product != ROOT:
         log(f"cold runs with the product code of {args.product}")
-    return cold_runs.run_cold(
-        args.cold_meters,
-        delay_ms=report.TARGETS["target_delay_ms"],
-        repeats=args.cold_repeats,
-        influx=influx,
-        temp=temp,
-        product=args.product,
-        fleet_processes=args.fleet_processes,
-        units_per_port=args.units_per_port,
-        concurrency=args.concurrency,
-    )
+    return [
+        cold_runs.cold_size(
+            meters,
+            delay_ms=report.TARGETS["target_delay_ms"],
+            repeats=args.cold_repeats,
+            influx=influx,
+            temp=temp,
+            product=args.product,
+            fleet_processes=args.fleet_processes,
+            units_per_port=args.units_per_port,
+            concurrency=args.concurrency,
+        )
+        for meters in args.cold_meters
+    ]
 
 
 #: Options that only say where results go; the page records the command without them.
@@ -393,24 +396,15 @@ def measuring_command(argv: list[str]) -> str:
 
 
 def show(run: Run, output: Path | None) -> None:
-    if run.cold:
-        print(page.cold_table(run))
+    tables = [page.cold_table, page.cold_stages_table, page.cold_verdicts_table] if run.cold else []
+    if run.configs:  # none with --cold-only
+        tables += [page.results_table, page.gateway_table] if run.gateways else [page.results_table]
+        tables += [page.verdicts_table, page.stages_table]
+    for table in tables:
+        print(table(run))
         print()
-        print(page.cold_stages_table(run))
-        print()
-        print(page.cold_verdicts_table(run))
-        print()
-    if not run.configs:  # --cold-only
+    if not run.configs:
         return
-    print(page.results_table(run))
-    print()
-    if run.gateways:
-        print(page.gateway_table(run))
-        print()
-    print(page.verdicts_table(run))
-    print()
-    print(page.stages_table(run))
-    print()
     print(
         f"decode: {run.decode['sdm630_registers_per_s'] / 1e6:.2f} M registers/s (SDM630, one "
         f"core); InfluxDB: {run.influx['writer_points_per_s']:.0f} points/s (writer), "
@@ -446,70 +440,50 @@ def main(argv: list[str] | None = None) -> int:
         influx.start()
         log(f"influxd on {influx.url}")
         machine = report.machine_info(influxd_version(influx.binary))
-        if args.cold_only:
-            run = Run(
-                configs=[],
-                decode={},
-                influx={},
-                baseline={},
-                machine=machine,
-                repeats=args.repeats,
-                concurrency=args.concurrency,
-                fleet_processes=args.fleet_processes,
-                units_per_port=args.units_per_port,
-                original_budget_s=args.original_budget_s,
-                command=command,
-                cold=cold(args, influx, temp),
-                cold_product=cold_runs.product_info(args.product),
-                duration_s=time.monotonic() - started,
-            )
-            if args.save_json is not None:
-                args.save_json.write_text(report.run_to_json(run), encoding="utf-8")
-                log(f"saved {args.save_json}")
-            show(run, None)
-            failed = False
-            return 0
-        configs = [
-            run_config(meters, delay, args, influx, temp)
-            for delay in args.delays
-            for meters in args.meters
-        ]
-        if args.scale_check and args.scale_check > max(args.meters):
-            configs.append(
-                run_config(
-                    args.scale_check,
-                    max(args.delays),
-                    args,
-                    influx,
-                    temp,
-                    methods=("ours", "floor"),
-                    repeats=SCALE_CHECK_REPEATS,
+        configs, gateways = [], []
+        if not args.cold_only:
+            configs = [
+                run_config(meters, delay, args, influx, temp)
+                for delay in args.delays
+                for meters in args.meters
+            ]
+            if args.scale_check and args.scale_check > max(args.meters):
+                configs.append(
+                    run_config(
+                        args.scale_check,
+                        max(args.delays),
+                        args,
+                        influx,
+                        temp,
+                        methods=("ours", "floor"),
+                        repeats=SCALE_CHECK_REPEATS,
+                    )
                 )
-            )
-        gateways = []
-        if args.gateways:
-            gateways.append(
-                run_config(
-                    args.gateways * args.meters_per_gateway,
-                    args.gateway_delay_ms,
-                    args,
-                    influx,
-                    temp,
-                    methods=GATEWAY_METHODS,
-                    gateway={
-                        "gateways": args.gateways,
-                        "meters_per_gateway": args.meters_per_gateway,
-                        "max_connections": args.gateway_connections,
-                    },
+            if args.gateways:
+                gateways.append(
+                    run_config(
+                        args.gateways * args.meters_per_gateway,
+                        args.gateway_delay_ms,
+                        args,
+                        influx,
+                        temp,
+                        methods=GATEWAY_METHODS,
+                        gateway={
+                            "gateways": args.gateways,
+                            "meters_per_gateway": args.meters_per_gateway,
+                            "max_connections": args.gateway_connections,
+                        },
+                    )
                 )
-            )
         cold_results = [] if args.no_cold else cold(args, influx, temp)
-        log("decode throughput (one core)")
-        decode = micro("decode", temp)
-        log("InfluxDB write throughput")
-        influx_rates = micro("influx", temp, f"--host={influx.host}", f"--port={influx.port}")
-        log("run process baseline (importing the code location)")
-        baseline = micro("baseline", temp)
+        decode, influx_rates, baseline = {}, {}, {}
+        if not args.cold_only:
+            log("decode throughput (one core)")
+            decode = micro("decode", temp)
+            log("InfluxDB write throughput")
+            influx_rates = micro("influx", temp, f"--host={influx.host}", f"--port={influx.port}")
+            log("run process baseline (importing the code location)")
+            baseline = micro("baseline", temp)
         run = Run(
             configs=configs,
             gateways=gateways,

@@ -565,31 +565,3 @@ def _check_locations(context) -> None:
             raise BenchError(f"code location {name!r} did not load: {error.message}")
         if not workspace.has_code_location(name):
             raise BenchError(f"code location {name!r} is not in the workspace")
-
-
-def run_cold(
-    sizes: list[int],
-    *,
-    delay_ms: float,
-    repeats: int,
-    influx: Influxd,
-    temp: Path,
-    product: Path,
-    fleet_processes: int,
-    units_per_port: int,
-    concurrency: int,
-) -> list[dict]:
-    return [
-        cold_size(
-            meters,
-            delay_ms=delay_ms,
-            repeats=repeats,
-            influx=influx,
-            temp=temp,
-            product=product,
-            fleet_processes=fleet_processes,
-            units_per_port=units_per_port,
-            concurrency=concurrency,
-        )
-        for meters in sizes
-    ]

@@ -290,21 +290,31 @@ def _late(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
+#: The columns a cold-run row has in both tables (`_cold_cells`).
+_COLD_COLUMNS = (
+    "cold run s | empty run s | cold - empty s | transport floor s | (cold - empty) / floor "
+    "| CPU s | CPU ms per meter | CPU above the empty run's, ms per meter | peak RSS | event rows"
+)
+
+
+def _cold_cells(c) -> str:
+    return (
+        f"{_s(c.seconds('cold'))} | {_s(c.seconds('empty'))} | {_s(c.excess_s)} "
+        f"| {_s(c.seconds('floor'))} | {_x(c.vs_floor)} | {_s(c.cpu())} "
+        f"| {c.cpu_ms_per_meter():.2f} | {c.cpu_above_empty_ms_per_meter():.2f} "
+        f"| {c.rss_mb():.0f} MB | {c.events():.0f}"
+    )
+
+
 def cold_table(run: Run) -> str:
     rows = [
-        "| meters | delay | cold run s | empty run s | cold - empty s | transport floor s "
-        "| (cold - empty) / floor | CPU s | CPU ms per meter | CPU above the empty run's, ms "
-        "per meter | peak RSS | event rows | first sample late |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| meters | delay | {_COLD_COLUMNS} | first sample late |",
+        "|---:|---:|" + "---:|" * 11,
     ]
-    for c in cold_sizes(run):
-        rows.append(
-            f"| {c.meters} | {c.delay_ms:g} ms | {_s(c.seconds('cold'))} "
-            f"| {_s(c.seconds('empty'))} | {_s(c.excess_s)} | {_s(c.seconds('floor'))} "
-            f"| {_x(c.vs_floor)} | {_s(c.cpu())} | {c.cpu_ms_per_meter():.2f} "
-            f"| {c.cpu_above_empty_ms_per_meter():.2f} "
-            f"| {c.rss_mb():.0f} MB | {c.events():.0f} | {_late(c.late_s)} |"
-        )
+    rows += [
+        f"| {c.meters} | {c.delay_ms:g} ms | {_cold_cells(c)} | {_late(c.late_s)} |"
+        for c in cold_sizes(run)
+    ]
     return "\n".join(rows)
 
 
@@ -375,23 +385,14 @@ def cold_before_after(run: Run) -> str:
     baseline = cold_baseline()
     if baseline is None:
         return "No baseline saved (bench/cold_baseline.json)."
-    rows = [
-        "| meters | | cold run s | empty run s | cold - empty s | (cold - empty) / floor "
-        "| CPU s | CPU ms per meter | CPU above the empty run's, ms per meter | peak RSS "
-        "| event rows |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = [f"| meters | | {_COLD_COLUMNS} |", "|---:|---|" + "---:|" * 10]
     for c in cold_sizes(run):
         before = cold_at(baseline, c.meters)
-        for label, x in (("before", before), ("now", c)):
-            if x is None:
-                continue
-            rows.append(
-                f"| {c.meters} | {label} | {_s(x.seconds('cold'))} | {_s(x.seconds('empty'))} "
-                f"| {_s(x.excess_s)} | {_x(x.vs_floor)} | {_s(x.cpu())} "
-                f"| {x.cpu_ms_per_meter():.2f} | {x.cpu_above_empty_ms_per_meter():.2f} "
-                f"| {x.rss_mb():.0f} MB | {x.events():.0f} |"
-            )
+        rows += [
+            f"| {c.meters} | {label} | {_cold_cells(x)} |"
+            for label, x in (("before", before), ("now", c))
+            if x is not None
+        ]
     return "\n".join(rows)
 
 
