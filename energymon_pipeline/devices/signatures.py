@@ -15,9 +15,12 @@ Why this shape:
   with each of them. A bus carries one request at a time, so nothing here runs concurrently.
 - Bounded: the whole identification of one unit ends within `timeout_s` (each request's own
   timeout is what remains of it, at most the connection's timeout), whatever the device does.
-  A unit that does not answer, or answers with an exception (most devices answer exception 2
-  for registers they do not have), simply does not match that signature; the next one is
-  tried while time remains. A link that cannot be connected ends the search at once.
+  A unit that answers a signature read with an exception (most devices answer exception 2
+  for registers they do not have), or, once it has answered something, does not answer one
+  in time, simply does not match that signature; the next one is tried while time remains.
+  A unit that does not answer its first read at all is taken as absent and costs one
+  timeout, not one per signature (a scan of 247 unit ids on a bus stays short), and a link
+  that cannot be connected ends the search at once.
 - Text signatures (a model name string) are read first: they are the least likely to match
   by accident; then 32-bit and 16-bit model codes.
 - Several profiles may describe the same device (the original's 27 SDM630 registers and the
@@ -106,6 +109,7 @@ async def match_profile(
         if profile.signature is not None:
             by_read[profile.signature.key].append(profile)
     base = connection.endpoint
+    answered = False
     for _key, group in sorted(by_read.items(), key=lambda item: _read_order(*item)):
         remaining = deadline - time.monotonic()
         if remaining <= 0.01:
@@ -120,7 +124,12 @@ async def match_profile(
         if block.error is not None:
             if block.error.kind in _LINK_FAILURES:
                 return None
+            if block.error.kind is ErrorKind.MODBUS_EXCEPTION:
+                answered = True
+            elif not answered:
+                return None  # silent from the first request on: taken as absent
             continue
+        answered = True
         assert block.data is not None
         hits: list[tuple[Profile, int | str]] = []
         for profile in group:

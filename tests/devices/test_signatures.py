@@ -103,10 +103,29 @@ def test_a_text_signature_matches_its_prefix_only():
 
 def test_the_search_is_bounded_by_its_timeout_on_a_silent_peer(silent_port):
     started = time.monotonic()
-    found = identify(silent_port, [1], timeout_s=1.0)
+    found = identify(silent_port, [1], timeout_s=0.5)
     elapsed = time.monotonic() - started
     assert found == {1: None}
-    assert elapsed < 2.5, elapsed
+    assert elapsed < 1.5, elapsed
+
+
+def test_a_silent_unit_costs_one_request_timeout_not_one_per_signature(silent_port):
+    # Each request may wait 1 s (the connection's timeout); the search may take 10 s.
+    started = time.monotonic()
+    found = identify(silent_port, [1, 2], timeout_s=10.0)
+    elapsed = time.monotonic() - started
+    assert found == {1: None, 2: None}
+    assert 1.5 < elapsed < 4.0, elapsed  # about one timeout per unit
+
+
+def test_a_unit_that_answers_exceptions_is_searched_to_the_end():
+    """A unit answering exception 2 to a signature read is present: that signature is not
+    its, and every other one is still tried (each once)."""
+    with VirtualModbusTCPServer({1: RandomTestDevice(seed=1)}) as server:
+        server.reset_requests()
+        assert identify(server.port, [1]) == {1: None}
+        reads = {(r.function_code, r.address, r.count) for r in server.requests}
+    assert reads == {p.signature.key for p in list_profiles() if p.signature is not None}
 
 
 def test_an_unreachable_link_ends_the_search_at_once(refused_port):

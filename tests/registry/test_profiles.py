@@ -147,6 +147,20 @@ def test_the_docs_table_is_the_library():
     ), "docs/profiles.md is stale: run `energymon profiles list --markdown`"
 
 
+def test_every_shipped_profile_imports_into_the_registry(migrated, fetch):
+    for name in SHIPPED:
+        if name == "virtual_modbustcp":  # the seeded row: already present
+            continue
+        result = import_profile(migrated, name)
+        assert len(result.ids) == len(profile_rows(name)), name
+    stored = dict(fetch(migrated, "SELECT type, COUNT(*) FROM registers GROUP BY type"))
+    assert stored == {name: len(profile_rows(name)) for name in SHIPPED}
+    counters = fetch(
+        migrated, "SELECT COUNT(*) FROM registers WHERE type = 'sma-inverter' AND cumulative"
+    )
+    assert counters == [(2,)]
+
+
 def test_import_is_idempotent_and_as_renames_the_type(migrated, fetch):
     first = import_profile(migrated, "sdm630")
     assert len(first.ids) == 27 and first.warnings == []
