@@ -161,4 +161,6 @@ def validate(results: Iterable[MeterResult]) -> Validated:
         }
     )
     frame["time"] = frame["time"].astype("datetime64[ns, UTC]")
-    return Validated(ReadingsModel.validate(frame), dropped)
+    # Built to ReadingsModel column by column (tests check every shape of it against the
+    # model): pandera re-checking each row's type here cost a run process 0.05-0.2 s a minute.
+    return Validated(frame, dropped)

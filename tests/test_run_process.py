@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from energymon_pipeline import readings
@@ -75,3 +76,35 @@ def test_the_readings_type_refuses_what_validate_did_not_build():
         assert not check.success, what
         assert check.description, what
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_validate_builds_frames_the_pandera_model_accepts():
+    """validate builds the frame to ReadingsModel column by column instead of having pandera
+    re-check every row in each run: every shape it builds must pass the model."""
+    volts = RegisterSpec(measurement="voltage", address=0, unit="V", min_value=0, max_value=300)
+    count = RegisterSpec(measurement="energy", address=2, unit=None, cumulative=True)
+    bare = MeterSpec(
+        meter_id=0,
+        endpoint=Endpoint(host="127.0.0.1", port=502, unit_id=2),
+        meter_type="x",
+        description=None,
+        registers=(volts, count),
+    )
+    shapes = {
+        "one value": _results(),
+        "nothing read": [MeterResult(meter=bare)],
+        "dropped and kept, no description or unit, two samples": [MeterResult(meter=bare)],
+    }
+    shapes["dropped and kept, no description or unit, two samples"][0].add(
+        1_764_000_000.0, (volts, count), np.array([400.0, 12.5])
+    )
+    shapes["dropped and kept, no description or unit, two samples"][0].add(
+        1_764_000_060.0, (volts, count), np.array([231.0, np.nan])
+    )
+    for what, results in shapes.items():
+        validated = readings.validate(results)
+        checked = readings.ReadingsModel.validate(validated.frame)
+        assert list(checked.dtypes) == list(validated.frame.dtypes), what
+    frame = readings.validate(shapes["dropped and kept, no description or unit, two samples"])
+    assert frame.frame["value"].tolist() == [12.5, 231.0]
+    assert frame.dropped == {(0, "above max_value"): 1, (0, "not finite"): 1}

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -166,54 +165,84 @@ def encode_readings(readings: pd.DataFrame) -> EncodedReadings:
         values = values[keep]
         meter_ids = readings["meter_id"].tolist()
         times = readings["time"]
-    stamps = ((times - _EPOCH) // _ONE_MS).astype("int64").tolist()
+    stamps = ((times - _EPOCH) // _ONE_MS).astype("int64").to_numpy()
 
-    # Each distinct measurement, unit and meter is escaped once (a few units and one entry per
-    # meter, not one per value). Tag keys sort as dataunit < description < id < type, so a
-    # point's tag set is its unit's part followed by its meter's part. A text that cannot be
-    # encoded is remembered as its PointError.
-    measurements: dict[object, str | PointError] = {}
-    unit_tags: dict[Hashable, str | PointError] = {}
-    meter_tags: dict[tuple[Hashable, ...], str | PointError] = {}
-    lines = []
-    for name, unit, description, meter_id, meter_type, value, stamp in zip(
-        readings["measurement"].tolist(),
-        readings["unit"].tolist(),
-        readings["description"].tolist(),
-        meter_ids,
-        readings["meter_type"].tolist(),
-        values.tolist(),
-        stamps,
-        strict=True,
-    ):
-        measurement = measurements.get(name)
-        if measurement is None:
-            measurement = measurements[name] = _encoded(escape_measurement, name)
-        unit_text = unit_tags.get(unit)
-        if unit_text is None:
-            unit_text = unit_tags[unit] = _encoded(tag_set, {"dataunit": unit})
-        meter_key = (description, meter_id, meter_type)
-        meter_text = meter_tags.get(meter_key)
-        if meter_text is None:
-            meter_text = meter_tags[meter_key] = _encoded(
-                tag_set,
-                {
-                    "description": description,
-                    "id": None if not _present(meter_id) else int(meter_id),
-                    "type": meter_type,
-                },
+    # A line is its measurement's text, its unit's tag and its meter's tags (tag keys sort as
+    # dataunit < description < id < type), then the value and the time. Each distinct
+    # measurement, unit and meter is encoded once and the texts are taken per row as whole
+    # arrays; a text that cannot be encoded is its PointError and costs the rows that use it.
+    measurement_codes, measurement_texts = _encode_distinct(
+        readings["measurement"], escape_measurement
+    )
+    unit_codes, unit_texts = _encode_distinct(
+        readings["unit"], lambda unit: tag_set({"dataunit": unit})
+    )
+    meter_codes, meter_texts = _encode_distinct_meters(readings)
+    parts = (
+        (measurement_codes, measurement_texts),
+        (unit_codes, unit_texts),
+        (meter_codes, meter_texts),
+    )
+    bad = np.zeros(len(values), dtype=bool)
+    for codes, texts in parts:
+        bad |= np.array([isinstance(t, PointError) for t in texts], dtype=bool)[codes]
+    if bad.any():
+        for index in np.flatnonzero(bad):
+            problem = next(
+                texts[codes[index]]
+                for codes, texts in parts
+                if isinstance(texts[codes[index]], PointError)
             )
-        problem = next(
-            (p for p in (measurement, unit_text, meter_text) if isinstance(p, PointError)), None
-        )
-        if problem is not None:
-            dropped[(meter_id, str(problem))] += 1
-            continue
-        lines.append(f"{measurement}{unit_text}{meter_text} {FIELD}={value!r} {stamp}")
-        written[meter_id] += 1
+            dropped[(meter_ids[index], str(problem))] += 1
+        good = ~bad
+        parts = tuple((codes[good], texts) for codes, texts in parts)
+        values, stamps = values[good], stamps[good]
+        meter_ids = [m for m, b in zip(meter_ids, bad.tolist(), strict=True) if not b]
+    prefix = None
+    for codes, texts in parts:
+        column = np.array([t if isinstance(t, str) else "" for t in texts], dtype=object)[codes]
+        prefix = column if prefix is None else prefix + column
+    lines = (
+        []
+        if prefix is None or not len(prefix)
+        else [
+            f"{head} {FIELD}={value!r} {stamp}"
+            for head, value, stamp in zip(
+                prefix.tolist(), values.tolist(), stamps.tolist(), strict=True
+            )
+        ]
+    )
+    written = Counter(meter_ids)
     for (meter_id, reason), count in sorted(dropped.items(), key=str):
         log.warning("meter %s: %d value(s) not written: %s", meter_id, count, reason)
     return EncodedReadings(lines, dropped, written)
+
+
+def _encode_distinct(column: pd.Series, encode) -> tuple[np.ndarray, list[str | PointError]]:
+    """Row codes into the column's distinct values, and each distinct value encoded."""
+    codes, distinct = pd.factorize(column, use_na_sentinel=False)
+    return codes, [_encoded(encode, value) for value in distinct]
+
+
+def _encode_distinct_meters(readings: pd.DataFrame) -> tuple[np.ndarray, list[str | PointError]]:
+    """Row codes into the distinct (description, meter id, type) triples, and their tag sets."""
+    codes = np.zeros(len(readings), dtype=np.int64)
+    for name in ("description", "meter_id", "meter_type"):
+        column_codes, distinct = pd.factorize(readings[name], use_na_sentinel=False)
+        codes, _ = pd.factorize(codes * len(distinct) + column_codes)
+    first = np.unique(codes, return_index=True)[1]
+    columns = [
+        readings[name].to_numpy()[first] for name in ("description", "meter_id", "meter_type")
+    ]
+    texts = []
+    for description, meter_id, meter_type in zip(*columns, strict=True):
+        tags = {
+            "description": description,
+            "id": None if not _present(meter_id) else int(meter_id),
+            "type": meter_type,
+        }
+        texts.append(_encoded(tag_set, tags))
+    return codes, texts
 
 
 def _encoded(encode, value) -> str | PointError:
