@@ -63,9 +63,11 @@ class ProfileMatch:
     also: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        shown = f"0x{self.value:04X}" if isinstance(self.value, int) else repr(self.value)
-        if isinstance(self.value, int):
-            shown = f"{self.value} ({shown})"
+        value = self.value
+        if isinstance(value, str):
+            shown = repr(value)
+        else:
+            shown = f"{value} (0x{value:04X})" if value >= 0 else str(value)
         return f"{self.manufacturer} {'/'.join(self.models)} (profile {self.profile}, {shown})"
 
 
