@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from energymon_pipeline.commands.alerts import alerts
 from energymon_pipeline.commands.db import db_group
 from energymon_pipeline.commands.errors import UserErrorGroup
 from energymon_pipeline.commands.latest import latest
@@ -31,6 +32,7 @@ COMMANDS: tuple[click.Command, ...] = (
     spool,
     profiles,
     latest,
+    alerts,
 )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -134,3 +134,26 @@ def forget_disabled(connection: Connection) -> int:
     return connection.execute(
         meter_states.delete().where(meter_states.c.meter_id.in_(disabled))
     ).rowcount
+
+
+def current_states(engine: Engine) -> list[dict]:
+    """Every enabled meter's state (meters never polled yet have none), by meter id."""
+    m = energy_meters.c
+
+    def work(connection: Connection) -> list[dict]:
+        rows = connection.execute(
+            sa.select(meter_states, m.description, m.host, m.port, m.slave_address)
+            .join(energy_meters, m.id == meter_states.c.meter_id)
+            .where(m.enabled.is_(sa.true()))
+            .order_by(meter_states.c.meter_id)
+        ).mappings()
+        result = []
+        for row in rows:
+            row = dict(row)
+            for key in ("since", "last_poll_at", "last_ok_at", "alerted_at"):
+                if row[key] is not None and row[key].tzinfo is None:
+                    row[key] = row[key].replace(tzinfo=UTC)
+            result.append(row)
+        return result
+
+    return queries.run_in_transaction(engine, work)
