@@ -226,9 +226,11 @@ def ensure_layout(engine: Engine, meter_id: int) -> str | None:
     """For `energymon read`: discover and store a `sunspec` meter's layout when none is
     stored for its endpoint; returns what was found (None when nothing had to be done).
     EnergymonError when the device cannot be discovered."""
-    row = queries.get_meter(engine, meter_id)
-    if row["type"] != SUNSPEC_TYPE:
-        return None
+    query = sa.select(energy_meters).where(energy_meters.c.id == meter_id)
+    found = queries.run_in_transaction(engine, lambda c: c.execute(query).first())
+    if found is None or found._mapping["type"] != SUNSPEC_TYPE:
+        return None  # not a sunspec meter (or none at all: the read says so)
+    row = dict(found._mapping)
     stored = load_layout(engine, meter_id)
     if stored is not None and stored[0] == layout_endpoint(row):
         return None
