@@ -66,6 +66,7 @@ def test_provisioning_folders_are_mounted_where_grafana_reads_them():
     assert mounts() == {
         "/etc/grafana/provisioning/datasources": "config/grafana/datasources",
         "/etc/grafana/provisioning/dashboards": "config/grafana/dashboards",
+        "/etc/grafana/provisioning/alerting": "config/grafana/alerting",
     }
     [provider] = load_yaml(PROVIDERS)["providers"]
     assert provider["type"] == "file"
