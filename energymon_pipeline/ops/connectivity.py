@@ -25,8 +25,9 @@ class ConnectivityConfig(dg.Config):
 
 
 @dg.op(
-    description="TCP connect, then a Modbus read of the meter's first register, holding the "
-    "meter's link pool so no other run talks to the link meanwhile."
+    description="TCP connect, then a Modbus read of the meter's first register (for a `sunspec` "
+    "meter: SunSpec discovery, whose layout the polls then read), holding the meter's link "
+    "pool so no other run talks to the link meanwhile."
 )
 def check_meter_connectivity(
     context: dg.OpExecutionContext,
