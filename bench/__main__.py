@@ -150,6 +150,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder whose energymon_pipeline the cold runs use (default: this checkout; a git "
         "worktree of another commit measures that commit)",
     )
+    parser.add_argument(
+        "--cold-no-bytecode",
+        action="store_true",
+        help="the cold runs' processes ignore the installed .pyc files and compile every module "
+        "they import (the state before `make sync` compiled bytecode)",
+    )
     parser.add_argument("--output", type=Path, help=f"page to write (default {DEFAULT_OUTPUT})")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--save-json", type=Path, help="also save the raw results here")
@@ -370,6 +376,7 @@ def cold(args: argparse.Namespace, influx: Influxd, temp: Path) -> list[dict]:
             fleet_processes=args.fleet_processes,
             units_per_port=args.units_per_port,
             concurrency=args.concurrency,
+            bytecode=not args.cold_no_bytecode,
         )
         for meters in args.cold_meters
     ]
@@ -498,7 +505,12 @@ def main(argv: list[str] | None = None) -> int:
             original_budget_s=args.original_budget_s,
             command=command,
             cold=cold_results,
-            cold_product=cold_runs.product_info(args.product) if cold_results else {},
+            cold_product={
+                **cold_runs.product_info(args.product),
+                "bytecode": not args.cold_no_bytecode,
+            }
+            if cold_results
+            else {},
             duration_s=time.monotonic() - started,
         )
         if args.save_json is not None:

@@ -29,7 +29,9 @@ FloorCycle, in a bench worker), interleaved round by round after one warm-up of 
 
 `product` (a folder holding another checkout's energymon_pipeline, e.g. a git worktree of an
 older commit) makes the code servers, the run processes and the registry set-up use that
-product code: that is how bench/cold_baseline.json was measured.
+product code: that is how bench/cold_baseline.json was measured. `bytecode=False` makes the
+code servers and runs ignore the installed .pyc files and compile every module they import,
+as a run did before `make sync` compiled the environment's bytecode.
 """
 
 from __future__ import annotations
@@ -379,8 +381,16 @@ def _environ(env: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def _run_env(folder: Path, influx: Influxd, database: str, product: Path) -> dict[str, str]:
+def _run_env(
+    folder: Path, influx: Influxd, database: str, product: Path, bytecode: bool
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SETTINGS_PREFIXES)}
+    if not bytecode:
+        # The .pyc files beside the sources are looked for under an empty prefix instead, and
+        # none are written: every process compiles every module it imports, as in an
+        # environment installed without bytecode.
+        env["PYTHONPYCACHEPREFIX"] = str(folder / "no-bytecode")
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(
         {
             "DAGSTER_HOME": str(folder / "dagster_home"),
@@ -467,6 +477,7 @@ def cold_size(
     fleet_processes: int,
     units_per_port: int,
     concurrency: int,
+    bytecode: bool = True,
 ) -> dict:
     """Warm-up (one cold run, one empty run, one floor cycle: not counted), then `repeats`
     rounds of the three, rotating their order."""
@@ -490,7 +501,7 @@ def cold_size(
         encoding="utf-8",
     )
     database = f"bench_cold_{meters}"
-    env = _run_env(folder, influx, database, product)
+    env = _run_env(folder, influx, database, product, bytecode)
     # The plain fleet's layout: each port stands for meters with an address each.
     max_connections = units_per_port
     log(f"cold runs, {meters} meters, {delay_ms:g} ms: starting the fleet")

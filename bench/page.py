@@ -21,6 +21,7 @@ from bench.report import (
     capped_original,
     cold_at,
     cold_baseline,
+    cold_baselines,
     cold_outcomes,
     cold_sizes,
     decoder_thrash,
@@ -349,14 +350,20 @@ def cold_verdicts_table(run: Run) -> str:
     where = f"{COLD_TARGETS['meters']} meters, {TARGETS['target_delay_ms']:g} ms"
     c = cold_at(run, COLD_TARGETS["meters"])
     ratio, cpu, rss, late = (results[k] for k in ("vs_floor", "cpu_share", "rss_mb", "late_s"))
+    compiled = cold_at(cold_baselines().get("before, bytecode compiled"), c.meters if c else 0)
+    compiled_text = (
+        ""
+        if compiled is None
+        else f" ({compiled.cpu_ms_per_meter():.2f} ms with bytecode compiled)"
+    )
     if c is None:
         texts = ["n/a"] * 4
     else:
         texts = [
             f"{_with_range(ratio)}: {_s(c.excess_s)} s ({_s(c.seconds('cold'))} - "
             f"{_s(c.seconds('empty'))}) against a floor of {_s(c.seconds('floor'))} s",
-            f"{cpu.value:.2f} ms per meter; baseline {cpu.original:.2f} ms, target <= "
-            f"{cpu.target:.2f} ms"
+            f"{cpu.value:.2f} ms per meter; before {cpu.original:.2f} ms{compiled_text}, "
+            f"target <= {cpu.target:.2f} ms"
             if cpu.met is not None
             else f"{cpu.value:.2f} ms per meter (no baseline: bench/cold_baseline.json)",
             f"{rss.value:.0f} MB",
@@ -381,31 +388,45 @@ def cold_verdicts_table(run: Run) -> str:
 
 
 def cold_before_after(run: Run) -> str:
-    """The baseline's cold runs (before issue 17's work) beside this run's, per size."""
-    baseline = cold_baseline()
-    if baseline is None:
+    """The baselines' cold runs (before issue 17's work) beside this run's, per size."""
+    baselines = cold_baselines()
+    if not baselines:
         return "No baseline saved (bench/cold_baseline.json)."
     rows = [f"| meters | | {_COLD_COLUMNS} |", "|---:|---|" + "---:|" * 10]
     for c in cold_sizes(run):
-        before = cold_at(baseline, c.meters)
+        measured = [(label, cold_at(b, c.meters)) for label, b in baselines.items()]
         rows += [
             f"| {c.meters} | {label} | {_cold_cells(x)} |"
-            for label, x in (("before", before), ("now", c))
+            for label, x in [*measured, ("now", c)]
             if x is not None
         ]
     return "\n".join(rows)
 
 
-def _baseline_text(baseline: Run | None) -> str:
-    if baseline is None:
+def _baseline_text() -> str:
+    baselines = cold_baselines()
+    if not baselines:
         return ""
-    product = baseline.cold_product
+    parts = []
+    for label, baseline in baselines.items():
+        product = baseline.cold_product
+        bytecode = (
+            "with the environment's bytecode compiled"
+            if product.get("bytecode", True)
+            else "ignoring the installed .pyc files, so that each process compiled every module "
+            "it imported, as every run did before `make sync` compiled bytecode "
+            "(`--cold-no-bytecode`)"
+        )
+        parts.append(
+            f"- **{label}**: the product code of commit `{product.get('commit', '?')[:12]}` "
+            f"({product.get('commit_date', '?')}), {bytecode}; measured on "
+            f"{baseline.machine.get('date', '?')} by `{baseline.command}`."
+        )
     return (
-        f"**Before** is bench/cold_baseline.json: the same cold runs with the product code of "
-        f"commit `{product.get('commit', 'unknown')[:12]}` ({product.get('commit_date', '?')}), "
-        f"measured on {baseline.machine.get('date', '?')} by `{baseline.command}`, before "
-        f"issue 17's work on the cold path; **now** is this run. The two were measured at "
-        f"different times on a shared machine: compare the ratios and CPU per meter first."
+        "The same cold runs before issue 17's work on the cold path (bench/README.md says how "
+        "they were made); **now** is this run. They were measured at different times on a "
+        "shared machine: compare the ratios and CPU per meter first. The CPU target is half "
+        "of **before**.\n\n" + "\n".join(parts)
     )
 
 
@@ -444,7 +465,7 @@ event writes, output handling, the run's end).
 
 ### Before and after
 
-{_baseline_text(cold_baseline())}
+{_baseline_text()}
 
 {cold_before_after(run)}
 """

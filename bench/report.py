@@ -526,7 +526,14 @@ COLD_TARGETS = {
     "rss_mb": 250.0,
     "late_s": 1.0,
 }
-COLD_BASELINE = Path(__file__).resolve().parent / "cold_baseline.json"
+#: Cold runs measured before issue 17's work (bench/README.md says how): with the product code
+#: of that commit as its Makefile installed it here (no bytecode compiled: every run process
+#: compiled every module it imported), the target's baseline; and the same code with the
+#: environment's bytecode compiled (`make sync` since 4f1943e), to tell the two changes apart.
+COLD_BASELINES = {
+    "before": Path(__file__).resolve().parent / "cold_baseline.json",
+    "before, bytecode compiled": Path(__file__).resolve().parent / "cold_baseline_bytecode.json",
+}
 
 
 @dataclass
@@ -622,12 +629,20 @@ def cold_at(run: Run | None, meters: int) -> ColdSize | None:
     return next((c for c in cold_sizes(run) if c.meters == meters), None)
 
 
-def cold_baseline(path: Path = COLD_BASELINE) -> Run | None:
-    """The cold runs measured before the cold path's work (issue 17), if saved."""
-    try:
-        return run_from_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
+def cold_baselines() -> dict[str, Run]:
+    """The saved baselines (COLD_BASELINES) that exist, by label; the first is the target's."""
+    found = {}
+    for label, path in COLD_BASELINES.items():
+        try:
+            found[label] = run_from_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def cold_baseline() -> Run | None:
+    """The target's baseline: today's cold runs, before issue 17's work."""
+    return cold_baselines().get("before")
 
 
 def cold_outcomes(run: Run, baseline: Run | None) -> dict[str, Outcome]:
