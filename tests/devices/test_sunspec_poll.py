@@ -12,7 +12,6 @@ import time
 import dagster as dg
 import pytest
 
-from energymon_pipeline.definitions import build_definitions
 from energymon_pipeline.devices.sunspec import layout_registers
 from energymon_pipeline.devices.sunspec_store import discover_and_store
 from energymon_pipeline.modbus.reader import read_meters_sync
@@ -39,9 +38,8 @@ NOT_IMPLEMENTED = [
 
 
 @pytest.fixture
-def stack(registry_url, influxd, influx_db, tmp_path):
-    engine = db.create_engine(registry_url)
-    db.upgrade(engine)
+def stack(pipeline_env, run_job, influxd, influx_db):
+    engine = db.create_engine(pipeline_env["ENERGYMON_DATABASE_URL"])
     with engine.begin() as connection:  # only the SunSpec meter is polled
         connection.exec_driver_sql("UPDATE energy_meters SET enabled = false")
     device = SunSpecInverter(powers=POWERS)
@@ -50,24 +48,14 @@ def stack(registry_url, influxd, influx_db, tmp_path):
     queries.add_meter(engine, {"id": 9, "host": "127.0.0.1", "port": server.port,
                                "slave_address": 1, "type": "sunspec", "description": "roof"})  # fmt: skip
     assert discover_and_store(engine, load_meter(engine, 9)).ok
-    env = {
-        "ENERGYMON_DATABASE_URL": registry_url,
-        "INFLUXDB_HOSTNAME": influxd.host,
-        "INFLUXDB_PORT": str(influxd.port),
-        "INFLUXDB_DB": influx_db,
-        "ENERGYMON_SPOOL_DIR": str(tmp_path / "spool"),
-    }
-    yield {"engine": engine, "env": env, "server": server, "device": device,
+    yield {"engine": engine, "run_job": run_job, "server": server, "device": device,
            "influxd": influxd, "db": influx_db}  # fmt: skip
     server.stop_thread()
     engine.dispose()
 
 
 def run_poll(stack) -> dg.ExecuteInProcessResult:
-    job = build_definitions(stack["env"]).resolve_job_def("poll_meters_job")
-    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
-        patch.setenv("ENERGYMON_DATABASE_URL", stack["env"]["ENERGYMON_DATABASE_URL"])
-        return job.execute_in_process(instance=instance, raise_on_error=False)
+    return stack["run_job"]("poll_meters_job")
 
 
 def query(stack, q: str) -> list[dict]:

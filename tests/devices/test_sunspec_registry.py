@@ -11,7 +11,6 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from energymon_pipeline.definitions import build_definitions
 from energymon_pipeline.devices.sunspec_store import load_layout
 from energymon_pipeline.registry import db, queries
 from energymon_pipeline.registry.definitions import load_definitions
@@ -57,31 +56,20 @@ def test_an_original_database_gains_the_layout_table_and_keeps_its_rows(registry
 
 
 @pytest.fixture
-def env(registry_url, influxd, influx_db, tmp_path):
-    engine = db.create_engine(registry_url)
-    db.upgrade(engine)
-    engine.dispose()
-    return {
-        "ENERGYMON_DATABASE_URL": registry_url,
-        "INFLUXDB_HOSTNAME": influxd.host,
-        "INFLUXDB_PORT": str(influxd.port),
-        "INFLUXDB_DB": influx_db,
-        "ENERGYMON_SPOOL_DIR": str(tmp_path / "spool"),
-    }
+def env(pipeline_env):
+    return pipeline_env
 
 
-def check(env, meter_id: int) -> dg.ExecuteInProcessResult:
-    job = build_definitions(env).resolve_job_def("connectivity_check_job")
-    with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
-        patch.setenv("ENERGYMON_DATABASE_URL", env["ENERGYMON_DATABASE_URL"])
-        return job.execute_in_process(
-            run_config={"ops": {"check_meter_connectivity": {"config": {"meter_id": meter_id}}}},
-            instance=instance,
-            raise_on_error=False,
-        )
+@pytest.fixture
+def check(run_job):
+    def run(env, meter_id: int) -> dg.ExecuteInProcessResult:
+        config = {"ops": {"check_meter_connectivity": {"config": {"meter_id": meter_id}}}}
+        return run_job("connectivity_check_job", config)
+
+    return run
 
 
-def test_the_connectivity_check_discovers_and_keeps_the_layout_the_poll_uses(env, fetch):
+def test_the_connectivity_check_discovers_and_keeps_the_layout_the_poll_uses(env, check, fetch):
     engine = db.create_engine(env["ENERGYMON_DATABASE_URL"])
     with VirtualModbusTCPServer({7: SunSpecInverter(base_address=50000)}) as server:
         queries.add_meter(engine, {"id": 3, "host": "127.0.0.1", "port": server.port,
@@ -204,20 +192,14 @@ def sensor_tick(registry_url: str, cursor: str | None):
         return sensor.evaluate_tick(context)
 
 
-def run_requested_checks(env, tick) -> list[bool]:
-    job = build_definitions(env).resolve_job_def("connectivity_check_job")
-    outcomes = []
-    for request in tick.run_requests or []:
-        with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
-            patch.setenv("ENERGYMON_DATABASE_URL", env["ENERGYMON_DATABASE_URL"])
-            result = job.execute_in_process(
-                run_config=request.run_config, instance=instance, raise_on_error=False
-            )
-        outcomes.append(result.success)
-    return outcomes
+def run_requested_checks(run_job, tick) -> list[bool]:
+    return [
+        run_job("connectivity_check_job", request.run_config).success
+        for request in tick.run_requests or []
+    ]
 
 
-def test_added_and_re_enabled_meters_get_their_layout_through_the_sensor(env):
+def test_added_and_re_enabled_meters_get_their_layout_through_the_sensor(env, run_job):
     """The new-meter sensor -> connectivity_check_job path: a new sunspec meter gets its
     layout; after the device's firmware moved its map (base 40000 -> 0) while the meter was
     disabled, re-enabling it rediscovers the layout."""
@@ -235,7 +217,7 @@ def test_added_and_re_enabled_meters_get_their_layout_through_the_sensor(env):
                                    "slave_address": 2, "type": "sunspec",
                                    "description": "pv"})  # fmt: skip
         tick = sensor_tick(url, cursor)
-        assert run_requested_checks(env, tick) == [True]
+        assert run_requested_checks(run_job, tick) == [True]
         assert load_layout(engine, 6)[1].base_address == 40000
 
         queries.set_meter_enabled(engine, 6, False)
@@ -245,7 +227,7 @@ def test_added_and_re_enabled_meters_get_their_layout_through_the_sensor(env):
         device.update(memory)
         queries.set_meter_enabled(engine, 6, True)
         tick = sensor_tick(url, cursor)
-        assert run_requested_checks(env, tick) == [True]
+        assert run_requested_checks(run_job, tick) == [True]
         assert load_layout(engine, 6)[1].base_address == 0
         [spec] = load_definitions(engine, meter_ids=[6]).meters
         assert {r.measurement: r.address for r in spec.registers}["inverter_three_phase_W"] == 84
@@ -254,7 +236,7 @@ def test_added_and_re_enabled_meters_get_their_layout_through_the_sensor(env):
 
 @pytest.mark.parametrize("case", ["refused", "timeout"])
 def test_a_sunspec_meter_that_does_not_answer_keeps_its_old_layout(
-    case, env, refused_port, silent_port, fetch
+    case, env, check, refused_port, silent_port, fetch
 ):
     engine = db.create_engine(env["ENERGYMON_DATABASE_URL"])
     with VirtualModbusTCPServer({1: SunSpecInverter()}) as server:
