@@ -14,12 +14,14 @@ different device with it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from energymon_pipeline.devices.sunspec import (
     SUNSPEC_TYPE,
@@ -96,11 +98,6 @@ def save_layout(engine: Engine, meter_id: int, endpoint: str, device: SunSpecDev
         return None if text is None else text[:size]
 
     def work(connection) -> None:
-        exists = connection.execute(
-            sa.select(energy_meters.c.id).where(energy_meters.c.id == meter_id)
-        ).first()
-        if not exists:
-            return
         connection.execute(sunspec_layouts.delete().where(sunspec_layouts.c.meter_id == meter_id))
         connection.execute(
             sunspec_layouts.insert().values(
@@ -117,7 +114,9 @@ def save_layout(engine: Engine, meter_id: int, endpoint: str, device: SunSpecDev
             )
         )
 
-    queries.run_in_transaction(engine, work)
+    # A meter removed meanwhile (foreign key): its layout goes with it.
+    with contextlib.suppress(IntegrityError):
+        queries.run_in_transaction(engine, work)
 
 
 def load_layout(engine: Engine, meter_id: int) -> tuple[str, SunSpecDevice] | None:

@@ -255,3 +255,12 @@ def test_a_sunspec_meter_that_does_not_answer_keeps_its_old_layout(
     # The device is away, not changed: its layout stays (for its old endpoint).
     assert fetch(engine, "SELECT layout FROM sunspec_layouts WHERE meter_id = 8") == stored
     engine.dispose()
+
+
+def test_a_layout_for_a_meter_removed_meanwhile_is_not_kept(migrated, fetch):
+    from energymon_pipeline.devices.sunspec import SunSpecDevice, SunSpecModel
+    from energymon_pipeline.devices.sunspec_store import save_layout
+
+    device = SunSpecDevice(1, 40000, (SunSpecModel(1, 40002, 66),))
+    save_layout(migrated, 99, "tcp:127.0.0.1:502:socket unit 1", device)  # no meter 99
+    assert fetch(migrated, "SELECT COUNT(*) FROM sunspec_layouts") == [(0,)]
