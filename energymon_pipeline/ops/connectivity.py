@@ -6,8 +6,6 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from energymon_pipeline.devices.sunspec import SUNSPEC_TYPE
-from energymon_pipeline.devices.sunspec_store import discover_and_store
 from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.influx.points import connectivity_line
 from energymon_pipeline.modbus.connectivity import check_sync
@@ -43,7 +41,9 @@ def check_meter_connectivity(
     pools = LinkPools.of(context, config.link_wait_s)
     try:
         with pools.hold_sync(meter.endpoint.link_key, meter.endpoint.link_name):
-            if meter.meter_type == SUNSPEC_TYPE:  # discover and keep its layout (issue 15)
+            if meter.meter_type == "sunspec":  # discover and keep its layout (devices/)
+                from energymon_pipeline.devices.sunspec_store import discover_and_store
+
                 outcome = discover_and_store(engine, meter)
             else:
                 outcome = check_sync(meter)
