@@ -198,7 +198,7 @@ class BlockDecoder:
     """
 
     __slots__ = ("request", "_bits", "_groups", "_scale", "_offset", "_live", "_sentinels",
-                 "absent_possible")  # fmt: skip
+                 "absent_possible", "_kept")  # fmt: skip
 
     def __init__(self, request: ReadRequest) -> None:
         self.request = request
@@ -264,6 +264,7 @@ class BlockDecoder:
         #: None, or a mask of the registers whose value may be absent (decoded as NaN, see
         #: RegisterSpec.not_implemented): `present` leaves those out.
         self.absent_possible = None
+        self._kept: dict[bytes, tuple] = {}  # which values were present -> their registers
         maybe = [r.not_implemented is not None or r.scale_factor_address is not None
                  for r in request.registers]  # fmt: skip
         if any(maybe):
@@ -323,8 +324,16 @@ class BlockDecoder:
         if self.absent_possible is None:
             return self.request.registers, values
         keep = ~(self.absent_possible & np.isnan(values))
-        registers = tuple(r for r, k in zip(self.request.registers, keep.tolist(), strict=True)
-                          if k)  # fmt: skip
+        # A device leaves the same points out sample after sample: the same mask gives the
+        # same tuple object, which keeps per-tuple caches downstream hitting by identity.
+        key = keep.tobytes()
+        registers = self._kept.get(key)
+        if registers is None:
+            if len(self._kept) >= 64:
+                self._kept.clear()
+            registers = self._kept[key] = tuple(
+                r for r, k in zip(self.request.registers, keep.tolist(), strict=True) if k
+            )
         return registers, values[keep]
 
 

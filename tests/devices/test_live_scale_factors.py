@@ -94,3 +94,15 @@ def test_ordinary_registers_are_untouched():
     assert decoder.absent_possible is None
     values = decoder.decode(words({0: 0x8000, 1: 3}, 2))
     assert decoder.present(values)[1].tolist() == [-32768.0, 3.0]
+
+
+def test_the_same_absent_points_give_the_same_registers_tuple():
+    registers = (spec("a", 0, sf=2), spec("b", 1, sf=2))
+    [request] = plan_requests(registers)
+    decoder = block_decoder(request)
+    first, _ = decoder.present(decoder.decode(words({0: 0x8000, 1: 7, 2: 0}, 3)))
+    second, values = decoder.present(decoder.decode(words({0: 0x8000, 1: 9, 2: 0}, 3)))
+    assert first is second and [r.measurement for r in first] == ["b"]
+    assert values.tolist() == [9.0]
+    both, _ = decoder.present(decoder.decode(words({0: 1, 1: 9, 2: 0}, 3)))
+    assert [r.measurement for r in both] == ["a", "b"]
