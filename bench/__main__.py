@@ -153,8 +153,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--cold-no-bytecode",
         action="store_true",
-        help="the cold runs' processes ignore the installed .pyc files and compile every module "
-        "they import (the state before `make sync` compiled bytecode)",
+        help="the cold runs' processes ignore the installed .pyc files (the standard library's "
+        "excepted) and compile every module they import (the state before `make sync` compiled "
+        "bytecode)",
     )
     parser.add_argument("--output", type=Path, help=f"page to write (default {DEFAULT_OUTPUT})")
     parser.add_argument("--no-write", action="store_true", help="print only")

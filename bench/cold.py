@@ -30,8 +30,9 @@ FloorCycle, in a bench worker), interleaved round by round after one warm-up of 
 `product` (a folder holding another checkout's energymon_pipeline, e.g. a git worktree of an
 older commit) makes the code servers, the run processes and the registry set-up use that
 product code: that is how bench/cold_baseline.json was measured. `bytecode=False` makes the
-code servers and runs ignore the installed .pyc files and compile every module they import,
-as a run did before `make sync` compiled the environment's bytecode.
+code servers and runs ignore the installed .pyc files but the standard library's, and compile
+every other module they import, as a run did before `make sync` compiled the environment's
+bytecode.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -386,10 +389,10 @@ def _run_env(
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SETTINGS_PREFIXES)}
     if not bytecode:
-        # The .pyc files beside the sources are looked for under an empty prefix instead, and
-        # none are written: every process compiles every module it imports, as in an
-        # environment installed without bytecode.
-        env["PYTHONPYCACHEPREFIX"] = str(folder / "no-bytecode")
+        # .pyc files are looked for under a prefix that holds only the standard library's, and
+        # none are written: every process compiles every other module it imports, as before
+        # `make sync` compiled the environment's bytecode (Python's own was compiled then too).
+        env["PYTHONPYCACHEPREFIX"] = str(stdlib_bytecode(folder.parent / "stdlib-bytecode"))
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(
         {
@@ -406,6 +409,26 @@ def _run_env(
         }
     )
     return env
+
+
+def stdlib_bytecode(prefix: Path) -> Path:
+    """A PYTHONPYCACHEPREFIX tree with the standard library's compiled modules (linked, or
+    copied, from its __pycache__ folders), made once per bench run."""
+    if prefix.is_dir():
+        return prefix
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    tag = sys.implementation.cache_tag
+    for cached in stdlib.rglob(f"__pycache__/*.{tag}.pyc"):
+        if "site-packages" in cached.parts:
+            continue
+        source_dir = cached.parent.parent
+        target = prefix / source_dir.relative_to(source_dir.anchor) / cached.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(cached, target)
+        except OSError:
+            shutil.copy2(cached, target)
+    return prefix
 
 
 def build_registry(folder: Path, env: dict[str, str], members: list[dict], max_connections):

@@ -413,8 +413,9 @@ def _baseline_text() -> str:
         bytecode = (
             "with the environment's bytecode compiled"
             if product.get("bytecode", True)
-            else "ignoring the installed .pyc files, so that each process compiled every module "
-            "it imported, as every run did before `make sync` compiled bytecode "
+            else "ignoring the installed .pyc files but the standard library's, so that each "
+            "process compiled every other module it imported, as every run did before "
+            "`make sync` compiled bytecode "
             "(`--cold-no-bytecode`)"
         )
         parts.append(
