@@ -525,7 +525,8 @@ def _first_cycle(run: Run, c: ConfigResult) -> str:
         f"({_s(probe(first, 'decoder_compile_s'))} s), and the first write creates the "
         f"database. Dagster starts a new process for every run, so every real poll run "
         f"is a first cycle, after importing the code location "
-        f"({_s(run.baseline.get('import_seconds', float('nan')))} s, measured below)."
+        f"({_s(run.baseline.get('import_seconds', float('nan')))} s, measured below)"
+        + ("; the cold runs above measure such runs whole." if run.cold else ".")
     )
 
 
