@@ -84,7 +84,12 @@ def _report_read(result, as_json: bool, source: str) -> None:
 @click.command("read")
 @click.argument("meter_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def read_meter(meter_id: int, as_json: bool) -> None:
+@click.option(
+    "--rediscover",
+    is_flag=True,
+    help="A sunspec meter: discover its SunSpec layout again and keep it before reading.",
+)
+def read_meter(meter_id: int, as_json: bool, rediscover: bool) -> None:
     """Read one meter from the registry now, the way a poll run does.
 
     Exits 1 when any value could not be read (the values that could are still printed)."""
@@ -92,7 +97,8 @@ def read_meter(meter_id: int, as_json: bool) -> None:
     from energymon_pipeline.modbus.reader import read_meters_sync
 
     engine = registry_engine()
-    discovered = ensure_layout(engine, meter_id)  # a `sunspec` meter without a layout yet
+    # A `sunspec` meter without a layout for its endpoint yet (or --rediscover).
+    discovered = ensure_layout(engine, meter_id, again=rediscover)
     if discovered:
         click.echo(f"meter {meter_id}: discovered {discovered}", err=True)
     definitions = load_definitions(engine, meter_ids=[meter_id])

@@ -30,7 +30,7 @@ from energymon_pipeline.devices.sunspec import (
     layout_registers,
     probe_sunspec,
 )
-from energymon_pipeline.errors import EnergymonError
+from energymon_pipeline.errors import EnergymonError, RegistryError
 from energymon_pipeline.modbus.client import ErrorKind, ModbusConnection
 from energymon_pipeline.modbus.connectivity import (
     REACHABLE,
@@ -221,17 +221,23 @@ def discover_and_store(
     )
 
 
-def ensure_layout(engine: Engine, meter_id: int) -> str | None:
+def ensure_layout(engine: Engine, meter_id: int, again: bool = False) -> str | None:
     """For `energymon read`: discover and store a `sunspec` meter's layout when none is
-    stored for its endpoint; returns what was found (None when nothing had to be done).
-    EnergymonError when the device cannot be discovered."""
+    stored for its endpoint (or, with `again`, in any case); returns what was found (None
+    when nothing had to be done). EnergymonError when the device cannot be discovered;
+    RegistryError for `again` on a meter that is not `sunspec`."""
     query = sa.select(energy_meters).where(energy_meters.c.id == meter_id)
     found = queries.run_in_transaction(engine, lambda c: c.execute(query).first())
+    if found is not None and again and found._mapping["type"] != SUNSPEC_TYPE:
+        raise RegistryError(
+            f"meter {meter_id} has type {found._mapping['type']!r}; only a meter of type "
+            f"{SUNSPEC_TYPE!r} has a SunSpec layout to rediscover"
+        )
     if found is None or found._mapping["type"] != SUNSPEC_TYPE:
         return None  # not a sunspec meter (or none at all: the read says so)
     row = dict(found._mapping)
     stored = load_layout(engine, meter_id)
-    if stored is not None and stored[0] == layout_endpoint(row):
+    if not again and stored is not None and stored[0] == layout_endpoint(row):
         return None
     from energymon_pipeline.registry.definitions import load_meter
 

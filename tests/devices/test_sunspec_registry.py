@@ -154,6 +154,23 @@ def test_energymon_read_discovers_a_new_sunspec_meter_then_reads_it(energymon, r
         row = next(line for line in second.stdout.splitlines()
                    if line.startswith("inverter_three_phase_W "))  # fmt: skip
         assert row.split()[:3] == ["inverter_three_phase_W", "3500", "W"]
+        # A firmware update moved the map: --rediscover finds it again before reading.
+        memory = server.devices[1]
+        memory.clear()
+        device.base_address = 50000
+        device.update(memory)
+        stale = energymon("read", "4")
+        assert stale.exit_code == 1  # the old addresses are gone (exception 2)
+        again = energymon("read", "4", "--rediscover")
+        assert again.exit_code == 0, again.stderr
+        assert again.stderr.startswith("meter 4: discovered SunSpec at 50000 (unit 1)")
+        assert load_layout(engine, 4)[1].base_address == 50000
+    refused = energymon("read", "0", "--rediscover")
+    assert refused.exit_code != 0
+    assert refused.stderr == (
+        "error: meter 0 has type 'virtual_modbustcp'; only a meter of type 'sunspec' has a "
+        "SunSpec layout to rediscover\n"
+    )
     engine.dispose()
 
 
