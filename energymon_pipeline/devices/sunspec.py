@@ -318,7 +318,7 @@ async def probe_sunspec(connection: ModbusConnection, unit: int, timeout_s: floa
             )
         models: list[SunSpecModel] = []
         address = base + 2
-        while True:
+        while address + 2 <= 0x10000:  # a chain ending exactly at 65535 has no end marker
             if len(models) >= MAX_MODELS:
                 return SunSpecProbe(
                     None,

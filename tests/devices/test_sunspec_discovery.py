@@ -203,3 +203,17 @@ def test_discovery_against_a_plain_pymodbus_server(base):
     names = {r.measurement: r for r in layout_registers(device).registers}
     assert names["inverter_single_phase_W"].address == base + 72 + 12
     assert names["inverter_single_phase_W"].scale_factor_address == base + 72 + 13
+
+
+def test_a_chain_that_fills_the_address_space_ends_at_65535():
+    # SunS at 50000, then one model whose body reaches register 65535: nothing can follow.
+    length = 0x10000 - 50004
+    memory = DeviceMemory()
+    memory.set_registers(HOLDING, 50000, [0x5375, 0x6E53, 64001, length] + [0] * length)
+    with VirtualModbusTCPServer({1: SunSpecInverter()}) as server:
+        server.devices[4] = memory
+        found = probe(server.port, unit=4)
+    assert found.device is not None
+    assert [(m.model_id, m.address, m.length) for m in found.device.models] == [
+        (64001, 50002, length)
+    ]
