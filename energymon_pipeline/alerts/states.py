@@ -32,8 +32,6 @@ OK, DEGRADED, FAILING, DOWN = "ok", "degraded", "failing", "down"
 FAILED = "failed"
 STATES = (OK, DEGRADED, FAILING, DOWN)
 ERROR_LENGTH = 512
-#: Rows per statement: 8 parameters a row stays under SQLite's 32766 bound parameters.
-CHUNK = 2000
 
 
 @dataclass(frozen=True)
@@ -55,59 +53,75 @@ def outcome_of(result: MeterResult) -> PollOutcome:
     return PollOutcome(result.meter.meter_id, outcome, result.error)
 
 
-def _insert(connection: Connection):
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(meter_states)
-    return sqlite.insert(meter_states)
-
-
 def update_states(
     engine: Engine, outcomes: Iterable[PollOutcome], now: datetime, down_after: int
 ) -> int:
     """Record one poll's outcomes (one statement); returns the number of meters updated.
     A meter removed from the registry meanwhile is left out."""
-    rows = [
-        {
-            "meter_id": o.meter_id,
-            "state": (DOWN if down_after <= 1 else FAILING) if o.outcome == FAILED else o.outcome,
-            "since": now,
-            "failures": 1 if o.outcome == FAILED else 0,
-            "last_poll_at": now,
-            "last_outcome": o.outcome,
-            "last_ok_at": None if o.outcome == FAILED else now,
-            "error": (o.error or None) and o.error[:ERROR_LENGTH],
-        }
-        for o in outcomes
-    ]
+    rows = [(o.meter_id, o.outcome, (o.error or None) and o.error[:ERROR_LENGTH]) for o in outcomes]
     if not rows:
         return 0
 
     def work(connection: Connection) -> int:
         try:
             with connection.begin_nested():
-                for start in range(0, len(rows), CHUNK):
-                    connection.execute(_upsert(connection, rows[start : start + CHUNK], down_after))
+                _execute(connection, rows, now, down_after)
         except IntegrityError:  # a meter was removed while it was read
             existing = set(
                 connection.scalars(
                     sa.select(energy_meters.c.id).where(
-                        energy_meters.c.id.in_([r["meter_id"] for r in rows])
+                        energy_meters.c.id.in_([r[0] for r in rows])
                     )
                 )
             )
-            kept = [r for r in rows if r["meter_id"] in existing]
-            for start in range(0, len(kept), CHUNK):
-                connection.execute(_upsert(connection, kept[start : start + CHUNK], down_after))
-            return len(kept)
+            rows[:] = [r for r in rows if r[0] in existing]
+            if rows:
+                _execute(connection, rows, now, down_after)
         return len(rows)
 
     return queries.run_in_transaction(engine, work)
 
 
-def _upsert(connection: Connection, rows: list[dict], down_after: int):
-    insert = _insert(connection).values(rows)
+def _execute(connection: Connection, rows: list[tuple], now: datetime, down_after: int) -> None:
+    """PostgreSQL: one INSERT .. SELECT FROM unnest(three arrays), whatever the number of
+    meters (psycopg2's executemany would send one statement per row). SQLite: one prepared
+    statement stepped over the rows in-process (executemany). Both compiled once, cached."""
+    if connection.dialect.name == "postgresql":
+        ids, outcomes, errors = (list(column) for column in zip(*rows, strict=True))
+        connection.execute(
+            _pg_upsert(),
+            {"ids": ids, "outcomes": outcomes, "errors": errors, "now": now,
+             "down_after": down_after},
+        )  # fmt: skip
+        return
+    connection.execute(
+        _sqlite_upsert(),
+        [
+            {
+                "meter_id": meter_id,
+                "state": (DOWN if down_after <= 1 else FAILING) if outcome == FAILED else outcome,
+                "since": now,
+                "failures": 1 if outcome == FAILED else 0,
+                "last_poll_at": now,
+                "last_outcome": outcome,
+                "last_ok_at": None if outcome == FAILED else now,
+                "error": error,
+                "down_after": down_after,
+            }
+            for meter_id, outcome, error in rows
+        ],
+    )
+
+
+COLUMNS = ("meter_id", "state", "since", "failures", "last_poll_at", "last_outcome",
+           "last_ok_at", "error")  # fmt: skip
+
+
+def _on_conflict(insert):
+    """The new state from the stored row (`meter_states`) and this poll's (`excluded`)."""
     new, old = insert.excluded, meter_states.c
     failed = new.last_outcome == FAILED
+    down_after = sa.bindparam("down_after", type_=sa.Integer)
     state = sa.case(
         (sa.and_(failed, old.failures + 1 >= down_after), DOWN),
         (failed, FAILING),
@@ -125,6 +139,42 @@ def _upsert(connection: Connection, rows: list[dict], down_after: int):
             "error": new.error,
         },
     )
+
+
+def _sqlite_upsert():
+    return _on_conflict(sqlite.insert(meter_states))
+
+
+def _pg_upsert():
+    polled = (
+        sa.func.unnest(
+            sa.bindparam("ids", type_=postgresql.ARRAY(sa.Integer)),
+            sa.bindparam("outcomes", type_=postgresql.ARRAY(sa.String)),
+            sa.bindparam("errors", type_=postgresql.ARRAY(sa.String)),
+        )
+        .table_valued(
+            sa.column("meter_id", sa.Integer),
+            sa.column("outcome", sa.String),
+            sa.column("error", sa.String),
+        )
+        .render_derived(name="polled")
+    )
+    now = sa.bindparam("now", type_=sa.DateTime(timezone=True))
+    failed = polled.c.outcome == FAILED
+    first_failure = sa.case(
+        (sa.bindparam("down_after", type_=sa.Integer) <= 1, DOWN), else_=FAILING
+    )
+    rows = sa.select(
+        polled.c.meter_id,
+        sa.case((failed, first_failure), else_=polled.c.outcome),
+        now,
+        sa.case((failed, 1), else_=0),
+        now,
+        polled.c.outcome,
+        sa.case((failed, sa.null()), else_=now),
+        polled.c.error,
+    )
+    return _on_conflict(postgresql.insert(meter_states).from_select(COLUMNS, rows))
 
 
 def forget_disabled(connection: Connection) -> int:
