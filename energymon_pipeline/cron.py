@@ -66,6 +66,18 @@ def expand_field(variable: str, value: str, low: int, high: int) -> list[int]:
     return sorted(selected)
 
 
+def _ranges(values: list[int], size: int) -> str:
+    """`0-5,7,9-11` for sorted whole numbers of 0..size-1; `*` for all of them."""
+    if values == list(range(size)):
+        return "*"
+    parts, start = [], values[0]
+    for previous, value in zip(values, [*values[1:], None], strict=True):
+        if value is None or value != previous + 1:  # `previous` ends a run of values
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+            start = value
+    return ",".join(parts)
+
+
 def _dagster_field(value: str) -> str:
     return ",".join(term.strip() for term in value.strip().split(","))
 
@@ -86,6 +98,26 @@ class CronTrigger:
     def cron_schedule(self) -> str:
         """The five-field cron string Dagster schedules with (minute resolution)."""
         return f"{_dagster_field(self.minute)} {_dagster_field(self.hour)} * * *"
+
+    @property
+    def ahead_cron_schedules(self) -> list[str]:
+        """Cron strings that fire one minute before each minute `cron_schedule` selects: a
+        poll run is launched a minute ahead and waits for its sample seconds, so its process
+        start, imports and queueing happen before the minute, not in it. Minute 0 of an hour
+        moves to minute 59 of the hour before (day fields are always `*`, so this wraps across
+        midnight too). Minutes that end up with the same hours share one string."""
+        hours_of: dict[int, set[int]] = {}
+        for hour in self.hours:
+            for minute in self.minutes:
+                before = (hour * 60 + minute - 1) % 1440
+                hours_of.setdefault(before % 60, set()).add(before // 60)
+        minutes_of: dict[tuple[int, ...], list[int]] = {}
+        for minute, hours in sorted(hours_of.items()):
+            minutes_of.setdefault(tuple(sorted(hours)), []).append(minute)
+        return [
+            f"{_ranges(minutes, 60)} {_ranges(list(hours), 24)} * * *"
+            for hours, minutes in sorted(minutes_of.items(), key=lambda item: item[1][0])
+        ]
 
     @property
     def period_s(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 
 from energymon_pipeline.cron import CronTrigger
@@ -17,6 +19,9 @@ IN_PROGRESS = [
 
 
 GROUP_TAG = "energymon/poll_group"
+#: Poll runs of one group in progress at once: the one reading its minute and the next one,
+#: launched a minute ahead, waiting for its own (dagster.yaml's `energymon/poll_group` limit).
+RUNS_PER_GROUP = 2
 ALL_METERS = "all"
 
 
@@ -28,21 +33,29 @@ def build_poll_schedule(
     group: str | None = None,
 ) -> dg.ScheduleDefinition:
     """`poll_meters_schedule` (or `poll_meters_schedule_<group>` for one poll group): the
-    hour and minute variables make the cron, the second variable the sample times within each
-    run's minute. Running by default, so a fresh stack polls without a click; a tick is
-    skipped while the previous poll run of the same group is in progress."""
+    hour and minute variables say which minutes are polled, the second variable the sample
+    times within each. The schedule ticks one minute AHEAD of each polled minute
+    (`CronTrigger.ahead_cron_schedules`), and its run waits for its sample seconds: the queue,
+    the new process, its imports and the registry read happen before the minute, so the first
+    sample is taken at its second (within ~1 s) instead of several seconds late. Running by
+    default, so a fresh stack polls without a click. A run of a group may wait ahead while
+    the group's previous run is still reading (the link pools keep them off each other's
+    links); a tick that finds two runs of the group in progress is skipped, so slow runs never
+    pile up."""
     group_tag = group or ALL_METERS
+    ahead = poll.ahead_cron_schedules
 
     @dg.schedule(
         name="poll_meters_schedule" if group is None else f"poll_meters_schedule_{group}",
-        cron_schedule=poll.cron_schedule,
+        cron_schedule=ahead[0] if len(ahead) == 1 else ahead,
         execution_timezone=timezone,
         job=job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=(
             f"Polls every enabled meter{'' if group is None else f' of group {group!r}'}: "
             f"hour {poll.hour!r}, minute {poll.minute!r} "
-            f"({timezone}), sampling at second(s) {poll.second!r} of the minute."
+            f"({timezone}), sampling at second(s) {poll.second!r} of the minute. Ticks a "
+            "minute ahead; the run waits for its sample times."
         ),
     )
     def poll_meters_schedule(context: dg.ScheduleEvaluationContext):
@@ -52,26 +65,27 @@ def build_poll_schedule(
                 statuses=IN_PROGRESS,
                 tags={GROUP_TAG: group_tag} if group is not None else {},
             ),
-            limit=1,
+            limit=RUNS_PER_GROUP,
         )
-        if running:
+        if len(running) >= RUNS_PER_GROUP:
             return dg.SkipReason(
-                f"poll run {running[0].run_id} is still in progress; skipped this tick "
-                "so runs never overlap"
+                f"poll runs {', '.join(r.run_id for r in running)} are still in progress "
+                "(one reading, one waiting for its minute); skipped this tick so runs never "
+                "pile up"
             )
-        scheduled = context.scheduled_execution_time
+        minute = context.scheduled_execution_time + timedelta(minutes=1)
         return dg.RunRequest(
             run_config=dg.RunConfig(
                 ops={
                     "load_definitions": PollConfig(
                         sample_seconds=list(poll.seconds),
-                        scheduled_minute=scheduled.isoformat(),
+                        scheduled_minute=minute.isoformat(),
                         read_concurrency=read_concurrency,
                         group=group,
                     )
                 }
             ),
-            tags={"energymon/scheduled_minute": scheduled.isoformat(), GROUP_TAG: group_tag},
+            tags={"energymon/scheduled_minute": minute.isoformat(), GROUP_TAG: group_tag},
         )
 
     return poll_meters_schedule

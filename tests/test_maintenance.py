@@ -70,7 +70,7 @@ def test_instance_configs_are_valid(path, tmp_path, monkeypatch):
     assert {
         "key": "energymon/poll_group",
         "value": {"applyLimitPerUniqueValue": True},
-        "limit": 1,
+        "limit": 2,  # the run reading its minute and the next one, waiting ahead
     } in limits
     assert config["run_retries"] == {"enabled": True, "max_retries": 1,
                                      "retry_on_asset_or_op_failure": False}  # fmt: skip

@@ -54,7 +54,8 @@ def built() -> list[str]:
     return [
         *reading_lines(reading),
         poll_health_line(time=T, meter_id=1, description="main hall", meter_type="sdm630",
-                         ok=True, latency_ms=12.5, requests=2, values=27, errors=0),
+                         ok=True, latency_ms=12.5, requests=2, values=27, errors=0,
+                         late_s=0.004),
         spool_health_line(time=T, batches=0, points=0, bytes_=0),
         connectivity_line(time=T, meter_id=1, description="main hall", meter_type="sdm630",
                           result="reachable", ok=True, latency_ms=8.1),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
@@ -415,3 +416,38 @@ def test_splits_the_registry_cannot_take_cost_a_warning_not_the_readings(stack, 
     warnings = [r.user_message for r in logs if r.level == logging.WARNING]
     assert "learnt request splits not saved: the registry is read-only" in warnings
     assert sorted(r["name"] for r in query(stack, 'SELECT "value" FROM /^g/')) == ["g0", "g4"]
+
+
+def test_a_scheduled_run_waits_for_its_second_and_reports_how_late_it_sampled(stack):
+    """The schedule launches a run a minute ahead: the run waits for its sample second, never
+    samples early, and says how late its first sample was (read_meters metadata and each
+    meter's `late_s`); a run that started after its second says how late it was."""
+    due = math.ceil(time.time()) + 3
+    minute = due - due % 60
+    started = time.time()
+    result = run_poll(
+        stack,
+        sample_seconds=[due - minute],
+        scheduled_minute=datetime.fromtimestamp(minute, UTC).isoformat(),
+    )
+    assert result.success
+    late = output_metadata(result, "read_meters")["first sample late (s)"].value
+    assert 0 <= late < 5, late  # waited for its second; not early
+    points = query(stack, 'SELECT "late_s", "values" FROM "energymon_poll" GROUP BY "id"')
+    assert len(points) == 2 and all(0 <= p["late_s"] < 5 for p in points), points
+    [reading] = query(stack, 'SELECT * FROM "test_measurement"')
+    assert reading["time"] >= due * 1000  # sampled at or after its second, not at launch
+    assert started < due
+
+    # Due 30 s ago (a run held up in the queue): sampled at once, and the lateness says so.
+    past = math.floor(time.time()) - 30
+    result = run_poll(
+        stack,
+        sample_seconds=[past % 60],
+        scheduled_minute=datetime.fromtimestamp(past - past % 60, UTC).isoformat(),
+    )
+    assert result.success
+    assert output_metadata(result, "read_meters")["first sample late (s)"].value >= 30
+    # A manual run (no sample seconds) has no due time, so no lateness.
+    result = run_poll(stack)
+    assert "first sample late (s)" not in output_metadata(result, "read_meters")

@@ -37,7 +37,8 @@ def config_of(request: dg.RunRequest, job: dg.JobDefinition = poll_meters_job) -
 
 def test_default_schedule_polls_every_minute_at_second_0():
     schedule = poll_schedule({})
-    assert schedule.cron_schedule == "*/1 * * * *"
+    # Every minute, ticking a minute ahead: the run for 12:35 is launched at 12:34 and waits.
+    assert schedule.cron_schedule == "* * * * *"
     assert schedule.execution_timezone == "UTC"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     when = datetime(2026, 11, 27, 12, 34, tzinfo=UTC)
@@ -45,7 +46,7 @@ def test_default_schedule_polls_every_minute_at_second_0():
         [request] = evaluate(schedule, when, instance).run_requests
     assert config_of(request) == {
         "sample_seconds": [0],
-        "scheduled_minute": when.isoformat(),
+        "scheduled_minute": datetime(2026, 11, 27, 12, 35, tzinfo=UTC).isoformat(),
         "read_concurrency": 64,
         "dry_run": False,
         "link_wait_s": 50.0,
@@ -59,28 +60,66 @@ def test_custom_cron_values_and_time_zone():
         "INFLUX_UPDATER_CRON_SECOND_TRIGGER": "*/10",
         "TZ": "Europe/Warsaw",
     })  # fmt: skip
-    assert schedule.cron_schedule == "*/5 6-18 * * *"
+    # Minutes 0, 5, ..., 55 of hours 6-18, each ticked one minute before: 06:00 at 05:59.
+    assert schedule.cron_schedule == [
+        "4,9,14,19,24,29,34,39,44,49,54 6-18 * * *",
+        "59 5-17 * * *",
+    ]
     assert schedule.execution_timezone == "Europe/Warsaw"
-    when = datetime(2026, 6, 1, 7, 5, tzinfo=ZoneInfo("Europe/Warsaw"))
+    when = datetime(2026, 6, 1, 5, 59, tzinfo=ZoneInfo("Europe/Warsaw"))
     with dg.instance_for_test() as instance:
         [request] = evaluate(schedule, when, instance).run_requests
-    assert config_of(request)["sample_seconds"] == [0, 10, 20, 30, 40, 50]
+    config = config_of(request)
+    assert config["sample_seconds"] == [0, 10, 20, 30, 40, 50]
+    assert config["scheduled_minute"] == "2026-06-01T06:00:00+02:00"
 
 
-def test_tick_is_skipped_while_a_poll_run_is_in_progress():
+def test_a_run_waits_ahead_while_one_reads_and_a_third_tick_is_skipped():
     schedule = poll_schedule({})
     when = datetime(2026, 11, 27, 12, 35, tzinfo=UTC)
     with dg.instance_for_test() as instance:
-        run_id = str(uuid.uuid4())
-        instance.add_run(dg.DagsterRun(job_name="poll_meters_job", run_id=run_id,
+        reading, waiting = str(uuid.uuid4()), str(uuid.uuid4())
+        instance.add_run(dg.DagsterRun(job_name="poll_meters_job", run_id=reading,
                                        status=dg.DagsterRunStatus.STARTED))  # fmt: skip
+        # The previous minute's run is still reading: the next one is launched to wait.
+        assert len(evaluate(schedule, when, instance).run_requests) == 1
+        instance.add_run(dg.DagsterRun(job_name="poll_meters_job", run_id=waiting,
+                                       status=dg.DagsterRunStatus.STARTING))  # fmt: skip
         result = evaluate(schedule, when, instance)
         assert not result.run_requests
         assert result.skip_message == (
-            f"poll run {run_id} is still in progress; skipped this tick so runs never overlap"
+            f"poll runs {waiting}, {reading} are still in progress (one reading, one waiting "
+            "for its minute); skipped this tick so runs never pile up"
         )
-        instance.report_run_failed(instance.get_run_by_id(run_id))
+        instance.report_run_failed(instance.get_run_by_id(reading))
         assert len(evaluate(schedule, when, instance).run_requests) == 1
+
+
+def test_ahead_ticks_cover_each_polled_minute_once_across_hours_and_midnight():
+    """The ahead cron strings fire exactly one minute before every polled minute of a day."""
+    for hour, minute in [("*", "*/1"), ("6-18", "*/5"), ("0", "0"), ("3,23", "0,30"), ("*", "59")]:
+        trigger = settings.pipeline({
+            "INFLUX_UPDATER_CRON_HOUR_TRIGGER": hour,
+            "INFLUX_UPDATER_CRON_MINUTE_TRIGGER": minute,
+        }).poll  # fmt: skip
+        polled = {h * 60 + m for h in trigger.hours for m in trigger.minutes}
+        ticks = set()
+        for cron in trigger.ahead_cron_schedules:
+            minutes_field, hours_field = cron.split()[:2]
+            ticks |= {
+                h * 60 + m for h in _expand(hours_field, 24) for m in _expand(minutes_field, 60)
+            }
+        assert {(t + 1) % 1440 for t in ticks} == polled, (hour, minute)
+
+
+def _expand(field: str, size: int) -> set[int]:
+    if field == "*":
+        return set(range(size))
+    values = set()
+    for part in field.split(","):
+        low, _, high = part.partition("-")
+        values |= set(range(int(low), int(high or low) + 1))
+    return values
 
 
 def test_bad_cron_value_fails_with_the_named_error():
@@ -124,15 +163,15 @@ def test_one_schedule_per_poll_group():
     ]
     when = datetime(2026, 11, 27, 12, 36, tzinfo=UTC)
     with dg.instance_for_test() as instance:
-        run_id = str(uuid.uuid4())
-        instance.add_run(dg.DagsterRun(job_name="poll_meters_job", run_id=run_id,
-                                       status=dg.DagsterRunStatus.STARTED,
-                                       tags={"energymon/poll_group": "north"}))  # fmt: skip
+        for status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING):
+            instance.add_run(dg.DagsterRun(job_name="poll_meters_job", run_id=str(uuid.uuid4()),
+                                           status=status,
+                                           tags={"energymon/poll_group": "north"}))  # fmt: skip
         default, north = (evaluate(s, when, instance) for s in schedules)
     [request] = default.run_requests
     assert config_of(request)["group"] == "default"
     assert request.tags["energymon/poll_group"] == "default"
-    assert not north.run_requests, "only the group whose run is still going skips its tick"
+    assert not north.run_requests, "only the group whose two runs are still going skips"
 
 
 @pytest.mark.parametrize(

@@ -269,19 +269,23 @@ def poll_health_line(
     values: int,
     errors: int,
     dropped: int = 0,
+    late_s: float | None = None,
 ) -> str:
     """One `energymon_poll` point: how polling one meter went in one run.
 
     Field types stay fixed (InfluxDB refuses a field whose type changes within a shard):
-    `ok` boolean, `latency_ms` float (left out when unknown), `requests`, `values` (written),
-    `dropped` (read but not written: not finite, out of range, unencodable) and `errors`
-    integers.
+    `ok` boolean, `latency_ms` and `late_s` floats (left out when unknown), `requests`,
+    `values` (written), `dropped` (read but not written: not finite, out of range,
+    unencodable) and `errors` integers. `late_s`: how long after its scheduled second the
+    meter's first request of the run went out (scheduled runs only).
     """
     fields = [f"ok={'true' if ok else 'false'}"]
-    if latency_ms is not None:
-        if not math.isfinite(latency_ms):
-            raise PointError(f"latency_ms {latency_ms!r} of meter {meter_id} is not finite")
-        fields.append(f"latency_ms={_float_text(latency_ms)}")
+    for name, value in (("latency_ms", latency_ms), ("late_s", late_s)):
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            raise PointError(f"{name} {value!r} of meter {meter_id} is not finite")
+        fields.append(f"{name}={_float_text(value)}")
     fields += [
         f"requests={int(requests)}i",
         f"values={int(values)}i",

@@ -52,10 +52,15 @@ def meter_ok(result: MeterResult, counts: MeterCounts) -> bool:
 
 
 def health_lines(
-    results: list[MeterResult], counts: dict[int, MeterCounts], now: datetime
+    results: list[MeterResult],
+    counts: dict[int, MeterCounts],
+    now: datetime,
+    due: float | None = None,
 ) -> list[str]:
     """One `energymon_poll` point per meter of a run: ok, latency, requests, the values
-    written, the values dropped, errors (failed requests plus reasons for dropped values).
+    written, the values dropped, errors (failed requests plus reasons for dropped values),
+    and for a scheduled run (`due`: when its first sample was due, epoch seconds) how late
+    the meter's first request went out.
 
     A meter whose description or type line protocol cannot hold (a row written past
     validation) still gets its point, identified by its id alone."""
@@ -71,6 +76,7 @@ def health_lines(
             "values": count.written,
             "dropped": count.dropped_total,
             "errors": len(r.errors) + len(count.dropped),
+            "late_s": late_s(r, due),
         }
         try:
             line = poll_health_line(
@@ -80,6 +86,14 @@ def health_lines(
             line = poll_health_line(description=None, meter_type=None, **fields)
         lines.append(line)
     return lines
+
+
+def late_s(result: MeterResult, due: float | None) -> float | None:
+    """Seconds between when a scheduled sample was due and the meter's first request (None
+    for an unscheduled run or a meter never asked)."""
+    if due is None or result.first_request_at is None:
+        return None
+    return round(result.first_request_at - due, 3)
 
 
 @dataclass
@@ -95,10 +109,16 @@ class PollBatch:
 
 
 def poll_batch(
-    results: list[MeterResult], frame: pd.DataFrame, dropped: Counter, now: datetime
+    results: list[MeterResult],
+    frame: pd.DataFrame,
+    dropped: Counter,
+    now: datetime,
+    due: float | None = None,
 ) -> PollBatch:
     """The batch of a run whose validated readings are `frame` and whose validation dropped
-    `dropped` (per (meter id, reason)): the write op and the benchmark build it the same way."""
+    `dropped` (per (meter id, reason)): the write op and the benchmark build it the same way.
+    `due`: when a scheduled run's first sample was due (epoch seconds), for `late_s`."""
     encoded = encode_readings(frame)
     counts = meter_counts(encoded.written, Counter(dropped) + encoded.dropped)
-    return PollBatch(encoded.lines, health_lines(results, counts, now), counts, encoded.dropped)
+    health = health_lines(results, counts, now, due)
+    return PollBatch(encoded.lines, health, counts, encoded.dropped)

@@ -75,6 +75,9 @@ class MeterResult:
     failed_values: int = 0
     samples: int = 0
     latency_s: list[float] = field(default_factory=list)
+    #: When this meter's first request was sent (epoch seconds), None before any: how late a
+    #: scheduled sample really started.
+    first_request_at: float | None = None
     #: Values read alone from now on because a merged read of them got exception 2 in this
     #: read, beyond the meter's `learnt_splits`: for the caller to keep for the next runs.
     learnt_splits: frozenset[SplitKey] = frozenset()
@@ -160,6 +163,8 @@ class _MeterSession:
 
     async def _read(self, request: ReadRequest) -> BlockRead:
         assert self.connection is not None
+        if self.result.first_request_at is None:
+            self.result.first_request_at = time.time()
         block = await self.connection.read(request, self.meter.endpoint)
         self.result.requests += 1
         if block.error is None:

@@ -78,6 +78,11 @@ def load_definitions(
         dry_run=config.dry_run,
         read_concurrency=config.read_concurrency,
         link_wait_s=config.link_wait_s,
+        due=(
+            minute.replace(second=min(config.sample_seconds), microsecond=0).timestamp()
+            if config.sample_seconds
+            else None
+        ),
     )
     context.add_output_metadata(
         {
@@ -118,8 +123,13 @@ def read_meters(
             context.log.warning(f"meter {result.meter.meter_id}: {result.error}")
     _save_learnt_splits(context, registry, results)
     record_meter_states(context, registry, alerts, results)  # for meter_alert_sensor
+    started = [r.first_request_at for r in results if r.first_request_at is not None]
+    late = {}
+    if plan.due is not None and started:  # a scheduled run: how late its first sample was
+        late = {"first sample late (s)": round(min(started) - plan.due, 3)}
     context.add_output_metadata(
         {
+            **late,
             "meters ok": sum(r.ok for r in results),
             "meters failed": sum(not r.ok for r in results),
             "requests": sum(r.requests for r in results),

@@ -50,7 +50,7 @@ def write_readings(
 ) -> None:
     frame: pd.DataFrame = readings
     now = datetime.now(UTC)
-    batch = poll_batch(results, frame, Counter(dropped), now)
+    batch = poll_batch(results, frame, Counter(dropped), now, plan.due)
     for (meter_id, reason), count in sorted(batch.unencodable.items(), key=str):
         context.log.warning(f"meter {meter_id}: {count} value(s) not written: {reason}")
     counts = batch.counts

@@ -127,7 +127,7 @@ def test_a_poll_run_launched_through_the_api_writes_the_reading(running_system, 
 def test_the_poll_schedule_can_be_stopped_and_started(running_system):
     schedule = _schedule(running_system)
     assert schedule["pipelineName"] == "poll_meters_job"
-    assert schedule["cronSchedule"] == "*/1 * * * *"
+    assert schedule["cronSchedule"] == "* * * * *"  # every minute, ticked a minute ahead
     assert schedule["scheduleState"]["status"] == "RUNNING"  # running by default
 
     stopped = running_system.gql(_STOP_SCHEDULE, {"id": schedule["scheduleState"]["id"]})
@@ -241,8 +241,9 @@ def test_a_meter_inserted_with_sql_is_checked_by_the_sensor_then_polled_at_the_n
         ]
         return runs[-1] if runs else None
 
+    # Ticked up to a minute from now for the minute after (the run waits for its second).
     poll = system.wait_for(
-        "the next scheduled poll run", scheduled_poll_run, timeout_s=60 + RUN_TIMEOUT_S
+        "the next scheduled poll run", scheduled_poll_run, timeout_s=120 + RUN_TIMEOUT_S
     )
     assert poll["status"] == "SUCCESS", system.run_messages(poll["runId"])
     points = system.influxd.query(
