@@ -10,6 +10,7 @@ import json
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from test_sensors import tick as sensor_tick
 
 from energymon_pipeline.devices.sunspec_store import load_layout
 from energymon_pipeline.registry import db, queries
@@ -190,23 +191,6 @@ def test_read_of_a_sunspec_meter_that_is_not_sunspec_is_one_line(energymon, regi
     )
     assert len(result.stderr.strip().splitlines()) == 1
     engine.dispose()
-
-
-def sensor_tick(registry_url: str, cursor: str | None):
-    from energymon_pipeline.jobs import connectivity_check_job
-    from energymon_pipeline.resources import RegistryResource
-    from energymon_pipeline.sensors import build_new_meter_sensor
-
-    sensor = build_new_meter_sensor(connectivity_check_job, 60)
-    with (
-        dg.instance_for_test() as instance,
-        dg.build_sensor_context(
-            cursor=cursor,
-            instance=instance,
-            resources={"registry": RegistryResource(database_url=registry_url)},
-        ) as context,
-    ):
-        return sensor.evaluate_tick(context)
 
 
 def run_requested_checks(run_job, tick) -> list[bool]:
