@@ -26,8 +26,8 @@ from energymon_pipeline.alerts.outbox import (
     Sender,
     deliver,
     raise_alert,
-    utc,
 )
+from energymon_pipeline.alerts.states import utc
 from energymon_pipeline.registry import queries
 from energymon_pipeline.registry.tables import alerts, energy_meters, meter_states
 

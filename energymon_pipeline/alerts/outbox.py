@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from energymon_pipeline.alerts.delivery import DeliveryError, Notification
+from energymon_pipeline.alerts.states import utc
 from energymon_pipeline.registry import queries
 from energymon_pipeline.registry.tables import alert_deliveries, alerts
 
@@ -29,13 +30,6 @@ LEASE = timedelta(minutes=10)
 #: A channel's sender: sends one notification, returns a note (or None), or raises
 #: DeliveryError.
 Sender = Callable[[Notification], "str | None"]
-
-
-def utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes: they were stored as UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,13 @@ STATES = (OK, DEGRADED, FAILING, DOWN)
 ERROR_LENGTH = 512
 
 
+def utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes: they were stored as UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
 @dataclass(frozen=True)
 class PollOutcome:
     meter_id: int
@@ -197,13 +204,7 @@ def current_states(engine: Engine) -> list[dict]:
             .where(m.enabled.is_(sa.true()))
             .order_by(meter_states.c.meter_id)
         ).mappings()
-        result = []
-        for row in rows:
-            row = dict(row)
-            for key in ("since", "last_poll_at", "last_ok_at", "alerted_at"):
-                if row[key] is not None and row[key].tzinfo is None:
-                    row[key] = row[key].replace(tzinfo=UTC)
-            result.append(row)
-        return result
+        times = ("since", "last_poll_at", "last_ok_at", "alerted_at")
+        return [{k: utc(v) if k in times else v for k, v in row.items()} for row in rows]
 
     return queries.run_in_transaction(engine, work)

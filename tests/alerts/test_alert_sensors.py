@@ -298,3 +298,17 @@ def test_no_secret_in_the_event_log_or_storage(fleet, clock, receiver, mailbox, 
         fleet["engine"], lambda c: c.exec_driver_sql("SELECT * FROM alert_deliveries").all()
     )
     assert alerts and not any(TOKEN in str(row) for row in alerts)
+
+
+def test_the_sensors_are_in_the_definitions_and_on_by_default():
+    defs = build_definitions({})
+    for name in ("meter_alert_sensor", "poll_failure_sensor", "new_meter_sensor"):
+        sensor = defs.resolve_sensor_def(name)
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING, name
+    assert defs.resolve_sensor_def("meter_alert_sensor").minimum_interval_seconds == 60
+    assert (
+        build_definitions({"ENERGYMON_ALERT_INTERVAL_S": "30"})
+        .resolve_sensor_def("meter_alert_sensor")
+        .minimum_interval_seconds
+        == 30
+    )

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from energymon_pipeline.alerts.states import PollOutcome, forget_disabled, update_states
+from energymon_pipeline.alerts.states import PollOutcome, forget_disabled, update_states, utc
 from energymon_pipeline.registry import queries
 from energymon_pipeline.registry.tables import energy_meters, meter_states
 
@@ -29,14 +29,8 @@ def add_meters(engine, ids):
 def states(engine) -> dict[int, dict]:
     with engine.connect() as connection:
         rows = connection.execute(sa.select(meter_states)).mappings().all()
-    result = {}
-    for row in rows:
-        row = dict(row)
-        for key in ("since", "last_poll_at", "last_ok_at"):
-            if row[key] is not None and row[key].tzinfo is None:
-                row[key] = row[key].replace(tzinfo=UTC)
-        result[row["meter_id"]] = row
-    return result
+    times = ("since", "last_poll_at", "last_ok_at")
+    return {r["meter_id"]: {k: utc(v) if k in times else v for k, v in r.items()} for r in rows}
 
 
 def poll(engine, outcomes: dict[int, str], at: datetime, down_after: int = 3) -> int:
