@@ -10,6 +10,7 @@ channel that fails is not tried again in the same evaluation: its later rows wai
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +27,8 @@ from energymon_pipeline.registry.tables import alert_deliveries, alerts
 QUEUED, SENT = "queued", "sent"
 #: How long a delivery is held by whoever is sending it (longer than any send can take).
 LEASE = timedelta(minutes=10)
+#: Seconds after which one evaluation starts no new send.
+BUDGET_S = 30.0
 
 #: A channel's sender: sends one notification, returns a note (or None), or raises
 #: DeliveryError.
@@ -106,9 +109,17 @@ class DeliveryReport:
         return lines
 
 
-def deliver(engine: Engine, senders: Mapping[str, Sender], now: datetime) -> DeliveryReport:
-    """Sends what is queued on the channels in `senders`, oldest first."""
+def deliver(
+    engine: Engine,
+    senders: Mapping[str, Sender],
+    now: datetime,
+    budget_s: float = BUDGET_S,
+) -> DeliveryReport:
+    """Sends what is queued on the channels in `senders`, oldest first. No new send starts
+    once `budget_s` has passed (a sensor tick must end within Dagster's 60 s): the rest
+    waits, queued, for the next evaluation."""
     report = DeliveryReport()
+    deadline = time.monotonic() + budget_s
     queued = sa.select(
         alert_deliveries.c.alert_id,
         alert_deliveries.c.channel,
@@ -138,6 +149,8 @@ def deliver(engine: Engine, senders: Mapping[str, Sender], now: datetime) -> Del
         channel = row["channel"]
         if channel not in senders or channel in broken:
             continue
+        if time.monotonic() > deadline:
+            break
         if not _lease(engine, row["alert_id"], channel, now):
             continue  # another sensor is sending it right now
         notification = notification_of(row)

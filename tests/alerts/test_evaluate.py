@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from energymon_pipeline.alerts.config import alert_settings
 from energymon_pipeline.alerts.evaluate import evaluate, senders
-from energymon_pipeline.alerts.outbox import history
+from energymon_pipeline.alerts.outbox import deliver, history
 from energymon_pipeline.alerts.states import PollOutcome, update_states
 from energymon_pipeline.influx.spool import Spool
 from energymon_pipeline.ops.alerts import AlertsResource, build_meter_alert_sensor
@@ -157,3 +157,18 @@ def test_spool_backlog_once_then_recovered(
     assert "waited 20 min in the spool" in receiver.texts()[0]
     with migrated.connect() as connection:
         assert connection.scalar(sa.text("SELECT count(*) FROM alerts")) == 2
+
+
+def test_no_new_send_after_the_budget(migrated, clock, receiver):
+    """What did not fit in one evaluation's time waits, queued, for the next."""
+    for meter_id in (1, 2):
+        add_meter(migrated, meter_id)
+        for _ in range(3):
+            polled(migrated, clock, "failed", meter_id)
+    settings = alert_settings({"ENERGYMON_ALERT_WEBHOOK_URL": receiver.url})
+    evaluate(migrated, settings, clock(), {})  # two alerts raised and queued
+    report = deliver(migrated, senders(settings), clock(), budget_s=-1)
+    assert report.sent == [] and report.waiting == {"webhook": 2}
+    report = deliver(migrated, senders(settings), clock())
+    assert len(report.sent) == 2 and report.waiting == {}
+    assert [r["meter"]["id"] for r in receiver.received] == [1, 2]
