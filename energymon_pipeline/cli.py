@@ -14,6 +14,7 @@ import click
 
 from energymon_pipeline.commands.alerts import alerts
 from energymon_pipeline.commands.db import db_group
+from energymon_pipeline.commands.discover import discover
 from energymon_pipeline.commands.errors import UserErrorGroup
 from energymon_pipeline.commands.latest import latest
 from energymon_pipeline.commands.meters import meters
@@ -33,6 +34,7 @@ COMMANDS: tuple[click.Command, ...] = (
     profiles,
     latest,
     alerts,
+    discover,
 )
 
 
