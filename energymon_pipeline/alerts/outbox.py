@@ -28,7 +28,7 @@ QUEUED, SENT = "queued", "sent"
 #: How long a delivery is held by whoever is sending it (longer than any send can take).
 LEASE = timedelta(minutes=10)
 #: Seconds after which one evaluation starts no new send.
-BUDGET_S = 30.0
+BUDGET_S = 15.0
 
 #: A channel's sender: sends one notification, returns a note (or None), or raises
 #: DeliveryError.
