@@ -180,8 +180,9 @@ def _link_failure(block: BlockRead) -> bool:
     return error.kind is ErrorKind.TIMEOUT and error.detail.startswith("no connection")
 
 
-async def _answers(connection: ModbusConnection, unit: int, timeout_s: float) -> bool:
-    """The first probe read: is anything at `unit`? LinkDown when the link failed."""
+async def _answers(connection: ModbusConnection, unit: int, timeout_s: float) -> str | None:
+    """The first probe read: what `unit` answered (for a person), or None when nothing is
+    there. LinkDown when the link failed."""
     meter = dataclasses.replace(
         connection.endpoint,
         unit_id=unit,
@@ -190,12 +191,14 @@ async def _answers(connection: ModbusConnection, unit: int, timeout_s: float) ->
     )
     block = await connection.read(FIRST_READ, meter)
     if block.error is None:
-        return True
+        return "registers"
     if _link_failure(block):
         raise LinkDown(str(block.error))
     if block.error.kind is ErrorKind.MODBUS_EXCEPTION:
-        return block.error.exception_code not in ABSENT_EXCEPTIONS
-    return False  # silent, or an answer that does not make a frame: nobody there to ask
+        if block.error.exception_code in ABSENT_EXCEPTIONS:
+            return None
+        return str(block.error)
+    return None  # silent, or an answer that does not make a frame: nobody there to ask
 
 
 async def identify_unit(
@@ -208,7 +211,8 @@ async def identify_unit(
     probe read. Ends within `unit_time_s` (each request's timeout is at most the
     connection's); LinkDown when the link failed. `profiles`: default every shipped one."""
     deadline = time.monotonic() + max(0.0, unit_time_s)
-    if not await _answers(connection, unit, unit_time_s):
+    first = await _answers(connection, unit, unit_time_s)
+    if first is None:
         return None
     remaining = deadline - time.monotonic()
     probe = await probe_sunspec(connection, unit, remaining * _SUNSPEC_SHARE)
@@ -221,7 +225,8 @@ async def identify_unit(
     return Identification(
         unit,
         UNKNOWN,
-        detail="neither a SunSpec map nor a shipped profile's signature found",
+        detail=f"its first read (holding register {FIRST_READ.address}) got {first}; no "
+        "SunSpec map, no shipped profile's signature",
     )
 
 
