@@ -117,7 +117,7 @@ def test_meters_add_list_disable_enable_remove(ready):
         "LAST",
         "CHECK",
     ]
-    assert table[2].split() == ["1", "10.0.0.5", "502", "3", "virtual_modbustcp", "hall", "A", "yes", "1", "conn,", "0", "ms", "gap,", "0", "s", "pause", "never", "checked"]  # fmt: skip
+    assert table[2].split() == ["1", "10.0.0.5", "502", "3", "virtual_modbustcp", "hall", "A", "yes", "default", "1", "conn,", "0", "ms", "gap,", "0", "s", "pause", "never", "checked"]  # fmt: skip
 
     assert ready("meters", "disable", "1").stdout.strip() == "meter 1 disabled"
     assert ready("meters", "disable", "1").stdout.strip() == "meter 1 was already disabled"

@@ -7,7 +7,7 @@ import click
 from energymon_pipeline import settings
 from energymon_pipeline.commands.configured import registry_engine
 from energymon_pipeline.commands.errors import UserErrorGroup
-from energymon_pipeline.registry import db
+from energymon_pipeline.registry import db, queries
 from energymon_pipeline.registry.definitions import load_definitions
 
 
@@ -32,4 +32,6 @@ def db_upgrade() -> None:
     # Rows written past validation (the original system, a SQL client) are kept as they are;
     # polls skip them, and this says which and why.
     for problem in load_definitions(engine, include_disabled=True).problems:
+        click.echo(f"warning: {problem}", err=True)
+    for problem in queries.split_link_problems(queries.list_meters(engine)):
         click.echo(f"warning: {problem}", err=True)

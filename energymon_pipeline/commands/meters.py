@@ -41,6 +41,7 @@ def meters_list(as_json: bool) -> None:
     else:
         for row in rows:
             row["enabled"] = "yes" if row["enabled"] else "no"
+            row["poll_group"] = queries.poll_group(row)
             row["link"] = _link_settings_text(links[queries.link_key(row)])
             row["status"] = _status_text(row)
         print_table(rows, METER_COLUMNS)
@@ -236,3 +237,18 @@ def meters_link(meter_id, max_connections, inter_request_delay_ms, connect_delay
     settings = queries.link_settings(rows)[queries.link_key(row)]
     meters_text = ", ".join(str(i) for i in ids)
     click.echo(f"link {_link_text(row)} (meters {meters_text}): {_link_settings_text(settings)}")
+
+
+@meters.command("group")
+@click.argument("meter_id", type=int)
+@click.argument("group")
+@click.option(
+    "--whole-link",
+    is_flag=True,
+    help="Move every meter of the meter's link (its gateway or serial port) with it.",
+)
+def meters_group(meter_id: int, group: str, whole_link: bool) -> None:
+    """Put a meter into poll GROUP (`default`: no group). A link's meters share one group, so
+    a meter that shares its link is moved with --whole-link."""
+    ids = queries.set_group(registry_engine(), meter_id, group, whole_link)
+    click.echo(f"meter(s) {', '.join(map(str, ids))} now in poll group {group!r}")

@@ -98,9 +98,6 @@ def meter_spec(row: dict[str, Any], specs: Iterable[RegisterSpec]) -> MeterSpec:
     )
 
 
-DEFAULT_GROUP = "default"
-
-
 def _reasons(problems) -> str:
     return "; ".join(message for _, message in problems)
 
@@ -135,18 +132,17 @@ def load_definitions(
     (`default` = meters without a group)."""
     wanted = None if meter_ids is None else sorted(set(meter_ids))
     sunspec: dict[int, Any] = {}
+    group_problems: list[str] = []
 
     def work(connection) -> tuple[list[dict], list[dict]]:
         query = sa.select(energy_meters).order_by(energy_meters.c.id)
-        if group == DEFAULT_GROUP:
-            query = query.where(energy_meters.c.poll_group.is_(None))
-        elif group is not None:
-            query = query.where(energy_meters.c.poll_group == group)
         if wanted is not None:
             query = query.where(energy_meters.c.id.in_(wanted))
         elif not include_disabled:
             query = query.where(energy_meters.c.enabled.is_(True))
         meter_rows = [dict(r._mapping) for r in connection.execute(query)]
+        if group is not None:
+            meter_rows = _rows_of_group(connection, meter_rows, group, group_problems)
         types = {m["type"] for m in meter_rows}
         nonlocal sunspec
         sunspec = _sunspec_registers(connection, meter_rows)
@@ -163,7 +159,7 @@ def load_definitions(
         return meter_rows, register_rows
 
     meter_rows, register_rows = queries.run_in_transaction(engine, work)
-    result = Definitions()
+    result = Definitions(problems=group_problems)
     if wanted is not None:
         missing = sorted(set(wanted) - {m["id"] for m in meter_rows})
         result.problems.extend(f"meter {m}: does not exist" for m in missing)
@@ -176,6 +172,12 @@ def load_definitions(
         _, problems = check_meter(row)
         if problems:
             result.problems.append(f"meter {row['id']}: skipped: {_reasons(problems)}")
+            continue
+        if row["type"] == "auto":  # identified by its connectivity check (devices/identify.py)
+            result.problems.append(
+                f"meter {row['id']}: skipped: its type is 'auto' and it has not been identified "
+                "yet (its connectivity check identifies it and sets its type)"
+            )
             continue
         specs = by_type.get(row["type"], [])
         if row["id"] in sunspec:  # a `sunspec` meter: its registers follow its device's layout
@@ -193,6 +195,35 @@ def load_definitions(
         engine, lambda connection: with_learnt_splits(connection, result.meters)
     )
     return result
+
+
+def _rows_of_group(
+    connection, rows: list[dict[str, Any]], group: str, problems: list[str]
+) -> list[dict[str, Any]]:
+    """The rows a run of `group` polls: the meters of the links its group reads. A link the
+    registry would refuse (its meters in more than one group, written past it) is read by one
+    group only, that of its lowest meter id, with all its meters (queries.link_owners): no
+    reading lost, none read twice, no two runs on one gateway; the run of a group that gives
+    up a meter names it."""
+    owners = queries.link_owners(queries.link_rows(connection))
+    kept = []
+    for row in rows:
+        owner = owners[queries.link_key(row)]
+        own = queries.poll_group(row)
+        if owner.group == group:
+            if own != group:
+                problems.append(
+                    f"meter {row['id']} (group {own!r}): read by group {group!r}, which "
+                    f"polls its link {queries.link_key(row)} ({owner.describe()})"
+                )
+            kept.append(row)
+        elif own == group:
+            problems.append(
+                f"meter {row['id']}: skipped: its link {queries.link_key(row)} is polled by "
+                f"group {owner.group!r} ({owner.describe()}); give the link one group with "
+                "`energymon meters group ID GROUP --whole-link`"
+            )
+    return kept
 
 
 def _sunspec_registers(connection, meter_rows: list[dict[str, Any]]) -> dict[int, Any]:

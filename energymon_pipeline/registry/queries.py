@@ -23,7 +23,13 @@ from energymon_pipeline.registry.tables import (
     meter_status,
     registers,
 )
-from energymon_pipeline.registry.validation import check_meter, check_register
+from energymon_pipeline.registry.validation import (
+    DEFAULT_POLL_GROUP,
+    POLL_GROUP_ALLOWED,
+    check_meter,
+    check_register,
+    is_poll_group,
+)
 
 
 @dataclass
@@ -117,6 +123,7 @@ def add_meter(engine: Engine, fields: dict[str, Any]) -> WriteResult:
                 f"meter id {meter_id} already exists; allowed: an unused id, or none to "
                 "have one assigned"
             )
+        _refuse_split_link(connection, {**values, "id": meter_id}, "added")
         connection.execute(energy_meters.insert().values({**values, "id": meter_id}))
         _sync_id_sequence(connection)
         result = WriteResult(ids=[meter_id])
@@ -352,6 +359,113 @@ def link_key(row: dict[str, Any]) -> str:
     if row.get("serial_port"):
         return f"serial:{row['serial_port'].strip()}"
     return f"tcp:{str(row['host']).strip().lower()}:{row['port']}:{row.get('framer') or 'socket'}"
+
+
+def poll_group(row: dict[str, Any]) -> str:
+    """A meter row's poll group (`default` for none)."""
+    return str(row.get("poll_group") or "").strip() or DEFAULT_POLL_GROUP
+
+
+@dataclass(frozen=True)
+class LinkOwner:
+    """The poll group that reads a link: the group of its lowest meter id (so an old
+    registry with a link split across groups is read by exactly one group)."""
+
+    group: str
+    #: The link's meters by group, ids ascending.
+    members: dict[str, list[int]]
+
+    @property
+    def split(self) -> bool:
+        return len(self.members) > 1
+
+    def describe(self) -> str:
+        return "; ".join(
+            f"group {group!r}: meter(s) {', '.join(map(str, ids))}"
+            for group, ids in sorted(self.members.items())
+        )
+
+
+def link_rows(connection) -> list[dict[str, Any]]:
+    """Every meter's id, link columns and group (what link_owners needs), enabled or not."""
+    c = energy_meters.c
+    query = sa.select(c.id, c.host, c.port, c.framer, c.serial_port, c.poll_group)
+    return [dict(r._mapping) for r in connection.execute(query)]
+
+
+def link_owners(rows: Iterable[dict[str, Any]]) -> dict[str, LinkOwner]:
+    """link_key -> the group that polls it, from every meter row (enabled or not)."""
+    by_link: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_link.setdefault(link_key(row), []).append(row)
+    owners = {}
+    for key, members in by_link.items():
+        members.sort(key=lambda r: r["id"])
+        groups: dict[str, list[int]] = {}
+        for row in members:
+            groups.setdefault(poll_group(row), []).append(row["id"])
+        owners[key] = LinkOwner(poll_group(members[0]), groups)
+    return owners
+
+
+def split_link_problems(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """One line per link whose meters are in more than one poll group (rows written past
+    the registry's refusal: an old database, a SQL client), saying which group reads it."""
+    return [
+        f"link {key} has meters in more than one poll group ({owner.describe()}); it is "
+        f"polled by group {owner.group!r} (its lowest meter id's) with all its meters, the "
+        "other groups leave them out; give them one group with `energymon meters group ID "
+        "GROUP --whole-link`"
+        for key, owner in link_owners(rows).items()
+        if owner.split
+    ]
+
+
+def _refuse_split_link(connection, meter: dict[str, Any], verb: str) -> None:
+    """RegistryError when `meter` (a row about to be written) would share its link with
+    meters of another poll group: two runs, possibly on two machines, must not talk to one
+    gateway or serial port."""
+    key, group = link_key(meter), poll_group(meter)
+    others = [r for r in link_rows(connection) if r["id"] != meter["id"]]
+    owner = link_owners([r for r in others if link_key(r) == key]).get(key)
+    if owner is None or set(owner.members) == {group}:
+        return
+    theirs = ", ".join(sorted(g for g in owner.members if g != group))
+    raise RegistryError(
+        f"meter {meter['id']} not {verb}: its link {key} is polled by group(s) {theirs!r} "
+        f"({owner.describe()}), and a link's meters must be in one poll group (two runs must "
+        f"not talk to one gateway); allowed: group {owner.group!r} for meter {meter['id']}, "
+        "or move the whole link with `energymon meters group ID GROUP --whole-link`"
+    )
+
+
+def set_group(engine: Engine, meter_id: int, group: str | None, whole_link: bool) -> list[int]:
+    """Put a meter (with `whole_link`: every meter of its link) into poll group `group`
+    (None or `default`: no group); refused when that would split its link across groups.
+    Returns the ids moved."""
+    if group is not None and group.strip() in ("", DEFAULT_POLL_GROUP):
+        group = None
+    if group is not None and not is_poll_group(group.strip()):
+        raise RegistryError(f"poll_group {group!r} is not allowed; allowed: {POLL_GROUP_ALLOWED}")
+    group = None if group is None else group.strip()
+
+    def work(connection) -> list[int]:
+        rows = [dict(r._mapping) for r in connection.execute(sa.select(energy_meters))]
+        mine = [r for r in rows if r["id"] == meter_id]
+        if not mine:
+            raise RegistryError(
+                f"meter {meter_id} does not exist; `energymon meters list` shows ids"
+            )
+        key = link_key(mine[0])
+        ids = sorted(r["id"] for r in rows if link_key(r) == key) if whole_link else [meter_id]
+        if not whole_link:
+            _refuse_split_link(connection, {**mine[0], "poll_group": group}, "moved")
+        connection.execute(
+            energy_meters.update().where(energy_meters.c.id.in_(ids)).values(poll_group=group)
+        )
+        return ids
+
+    return run_in_transaction(engine, work)
 
 
 def link_settings(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -181,6 +181,8 @@ def _flag(row: Mapping[str, Any], column: str, problems: list[Problem]) -> bool:
 
 #: What a poll group may be called, in `energy_meters.poll_group` and in ENERGYMON_POLL_GROUPS.
 POLL_GROUP_ALLOWED = "1-32 letters, digits, '-' or '_'"
+#: The group of the meters without one (NULL `poll_group`).
+DEFAULT_POLL_GROUP = "default"
 _POLL_GROUP = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
