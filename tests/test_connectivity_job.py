@@ -108,3 +108,108 @@ def test_unknown_meter_is_a_clear_failure(env):
     result = check(env, meter_id=99)
     assert not result.success
     assert "meter 99 does not exist" in failure_message(result)
+
+
+# --- meters of type `auto`: identified by the check ------------------------------------
+
+
+def add_auto_meter(env, port: int, unit: int, meter_id: int = 9) -> None:
+    engine = db.create_engine(env["ENERGYMON_DATABASE_URL"])
+    result = queries.add_meter(engine, {"id": meter_id, "host": "127.0.0.1", "port": port,
+                                        "slave_address": unit, "type": "auto",
+                                        "timeout_s": 0.5, "description": "new"})  # fmt: skip
+    assert result.ids == [meter_id]
+    engine.dispose()
+
+
+def meter_row(env, meter_id: int = 9) -> dict:
+    engine = db.create_engine(env["ENERGYMON_DATABASE_URL"])
+    [meter] = [m for m in queries.list_meters(engine) if m["id"] == meter_id]
+    engine.dispose()
+    return meter
+
+
+def test_an_auto_meter_is_identified_as_sunspec_and_its_layout_stored(env):
+    from energymon_pipeline.devices.sunspec_store import load_layout
+    from energymon_pipeline.registry.definitions import load_definitions
+    from virtual_server import VirtualModbusTCPServer
+    from virtual_server.sunspec import SunSpecInverter
+
+    with VirtualModbusTCPServer({4: SunSpecInverter()}) as server:
+        add_auto_meter(env, server.port, 4)
+        engine = db.create_engine(env["ENERGYMON_DATABASE_URL"])
+        # Not identified yet: the poll skips it with its reason.
+        definitions = load_definitions(engine, meter_ids=[9])
+        assert definitions.meters == []
+        assert definitions.problems == [
+            "meter 9: skipped: its type is 'auto' and it has not been identified yet (its "
+            "connectivity check identifies it and sets its type)"
+        ]
+        result = check(env, 9)
+        assert result.success, result
+        meter = meter_row(env)
+        assert meter["type"] == "sunspec"
+        assert meter["status_result"] == "reachable"
+        assert meter["status_message"].startswith(
+            "identified as sunspec: energymon Virtual SunSpec Inverter (version 1.0.0, serial "
+            "VS-0001); models 1, 103, 160, 203 at 40000; type set to 'sunspec', layout stored"
+        )
+        endpoint, device = load_layout(engine, 9)
+        assert endpoint == f"tcp:127.0.0.1:{server.port}:socket unit 4"
+        # The poll now reads it from the stored layout, without asking the device.
+        server.reset_requests()
+        [spec] = load_definitions(engine, meter_ids=[9]).meters
+        assert server.requests == []
+        assert "inverter_three_phase_W" in {r.measurement for r in spec.registers}
+        engine.dispose()
+
+
+def test_an_auto_meter_is_identified_by_a_profile_whose_registers_are_imported(env):
+    from energymon_pipeline.registry.definitions import load_definitions
+    from virtual_server import VirtualModbusTCPServer
+    from virtual_server.devices.sdm630 import Sdm630
+
+    with VirtualModbusTCPServer({2: Sdm630(seed=2)}) as server:
+        add_auto_meter(env, server.port, 2)
+        engine = db.create_engine(env["ENERGYMON_DATABASE_URL"])
+        assert not queries.list_registers(engine, "sdm630-v2")
+        result = check(env, 9)
+        assert result.success, result
+        meter = meter_row(env)
+        assert meter["type"] == "sdm630-v2"
+        assert "identified as sdm630-v2: Eastron " in meter["status_message"]
+        assert "profile sdm630-v2 imported as type 'sdm630-v2'" in meter["status_message"]
+        imported = queries.list_registers(engine, "sdm630-v2")
+        assert imported
+        [spec] = load_definitions(engine, meter_ids=[9]).meters
+        assert len(spec.registers) == len(imported)
+        # A second auto meter of the same kind finds the registers there and leaves them.
+        add_auto_meter(env, server.port, 2, meter_id=10)
+        again = check(env, 10)
+        assert again.success, again
+        assert "type 'sdm630-v2' already has registers" in meter_row(env, 10)["status_message"]
+        assert len(queries.list_registers(engine, "sdm630-v2")) == len(imported)
+        engine.dispose()
+
+
+def test_an_auto_meter_that_answers_but_is_unknown_fails_and_stays_auto(env, modbus_server):
+    modbus_server.devices[3] = DeviceMemory(holding_registers={0: 7})
+    add_auto_meter(env, modbus_server.port, 3)
+    result = check(env, 9)
+    assert not result.success
+    message = failure_message(result)
+    assert ": unidentified: unit 3 answers, but it is its first read (holding register 40000) " in (
+        message
+    )
+    assert "the type stays 'auto'" in message
+    meter = meter_row(env)
+    assert (meter["type"], meter["status_result"]) == ("auto", "unidentified")
+
+
+def test_an_auto_meter_that_is_silent_fails_as_a_timeout_and_stays_auto(env, silent_port):
+    add_auto_meter(env, silent_port, 1)
+    result = check(env, 9)
+    assert not result.success
+    assert "unit 1 did not answer its first read" in failure_message(result)
+    meter = meter_row(env)
+    assert (meter["type"], meter["status_result"]) == ("auto", "timeout")

@@ -24,8 +24,9 @@ class ConnectivityConfig(dg.Config):
 
 @dg.op(
     description="TCP connect, then a Modbus read of the meter's first register (for a `sunspec` "
-    "meter: SunSpec discovery, whose layout the polls then read), holding the meter's link "
-    "pool so no other run talks to the link meanwhile."
+    "meter: SunSpec discovery, whose layout the polls then read; for an `auto` meter: "
+    "identification, which records its type), holding the meter's link pool so no other run "
+    "talks to the link meanwhile."
 )
 def check_meter_connectivity(
     context: dg.OpExecutionContext,
@@ -45,6 +46,10 @@ def check_meter_connectivity(
                 from energymon_pipeline.devices.sunspec_store import discover_and_store
 
                 outcome = discover_and_store(engine, meter)
+            elif meter.meter_type == "auto":  # identify it and record its type (devices/)
+                from energymon_pipeline.devices.identify import identify_and_store
+
+                outcome = identify_and_store(engine, meter)
             else:
                 outcome = check_sync(meter)
     except LinkUnavailable as error:  # not checked: the meter's state is not known, not bad
