@@ -127,8 +127,11 @@ def add_meter(engine: Engine, fields: dict[str, Any]) -> WriteResult:
         connection.execute(energy_meters.insert().values({**values, "id": meter_id}))
         _sync_id_sequence(connection)
         result = WriteResult(ids=[meter_id])
-        # A `sunspec` meter's registers come from its discovered layout (devices/sunspec.py).
-        if values["type"] != "sunspec" and values["type"] not in register_types(connection):
+        # A `sunspec` meter's registers come from its discovered layout (devices/sunspec.py);
+        # an `auto` meter gets its type from its connectivity check (devices/identify.py).
+        if values["type"] not in ("sunspec", "auto") and values["type"] not in register_types(
+            connection
+        ):
             result.warnings.append(
                 f"meter {meter_id}: type {values['type']!r} has no registers yet, so nothing "
                 "will be read from it until registers of that type are imported"

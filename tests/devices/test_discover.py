@@ -302,3 +302,14 @@ def test_add_with_a_type_prefix_imports_the_profile_under_that_type(energymon, r
     assert queries.list_registers(engine, "lab-sdm630-v2")
     assert not queries.list_registers(engine, "sdm630-v2")
     engine.dispose()
+
+
+def test_meters_add_type_auto_does_not_warn_about_missing_registers(energymon):
+    assert energymon("db", "upgrade").exit_code == 0
+    added = energymon("meters", "add", "--host", "127.0.0.1", "--port", "1502", "--unit", "1",
+                      "--type", "auto")  # fmt: skip
+    assert added.exit_code == 0, added.stderr
+    assert added.stderr == ""
+    other = energymon("meters", "add", "--host", "127.0.0.1", "--port", "1502", "--unit", "2",
+                      "--type", "nothing-here")  # fmt: skip
+    assert "type 'nothing-here' has no registers yet" in other.stderr
