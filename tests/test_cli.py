@@ -384,5 +384,5 @@ def test_module_entry_point_lists_every_command():
     assert result.returncode == 0, result.stderr
     listed = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines()
               if line.strip()}  # fmt: skip
-    assert listed == {"alerts", "db", "latest", "meters", "probe", "profiles", "read",
-                      "registers", "spool"}  # fmt: skip
+    assert listed == {"alerts", "db", "discover", "latest", "meters", "probe", "profiles",
+                      "read", "registers", "spool"}  # fmt: skip
