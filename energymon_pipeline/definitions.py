@@ -74,6 +74,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
                     poll_meters_job,
                     pipeline.read_concurrency,
                     group,
+                    pipeline.group_tags.get(group),
                 )
                 for group in (pipeline.poll_groups or (None,))
             ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 import dagster as dg
@@ -31,6 +32,7 @@ def build_poll_schedule(
     job: dg.JobDefinition,
     read_concurrency: int = 64,
     group: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> dg.ScheduleDefinition:
     """`poll_meters_schedule` (or `poll_meters_schedule_<group>` for one poll group): the
     hour and minute variables say which minutes are polled, the second variable the sample
@@ -41,7 +43,8 @@ def build_poll_schedule(
     default, so a fresh stack polls without a click. A run of a group may wait ahead while
     the group's previous run is still reading (the link pools keep them off each other's
     links); a tick that finds two runs of the group in progress is skipped, so slow runs never
-    pile up."""
+    pile up. `tags` (ENERGYMON_GROUP_TAGS) go on each run as well: they tell the run
+    launcher where the group runs (a Kubernetes node selector, resources)."""
     group_tag = group or ALL_METERS
     ahead = poll.ahead_cron_schedules
 
@@ -85,7 +88,11 @@ def build_poll_schedule(
                     )
                 }
             ),
-            tags={"energymon/scheduled_minute": minute.isoformat(), GROUP_TAG: group_tag},
+            tags={
+                **(tags or {}),
+                "energymon/scheduled_minute": minute.isoformat(),
+                GROUP_TAG: group_tag,
+            },
         )
 
     return poll_meters_schedule

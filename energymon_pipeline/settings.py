@@ -7,9 +7,11 @@ docs/configuration.md.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -235,6 +237,8 @@ class PipelineSettings:
     rollup_start: str
     #: Poll groups with a schedule each; empty = one schedule for every meter.
     poll_groups: tuple[str, ...] = ()
+    #: ENERGYMON_GROUP_TAGS: extra run tags per poll group (where its runs go), as strings.
+    group_tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def timezone(env: Mapping[str, str] | None = None) -> str:
@@ -264,6 +268,7 @@ def pipeline(env: Mapping[str, str] | None = None) -> PipelineSettings:
         read_concurrency=env_int(env, "ENERGYMON_READ_CONCURRENCY", 64, 1, 4096),
         rollup_start=_date(env, "ENERGYMON_ROLLUP_START", "2026-01-01"),
         poll_groups=_groups(env, "ENERGYMON_POLL_GROUPS"),
+        group_tags=group_tags(env, _groups(env, "ENERGYMON_POLL_GROUPS")),
         run_retention_days=env_int(env, "DAGSTER_RUN_RETENTION_DAYS", 14, 1, 3650),
     )
 
@@ -291,3 +296,63 @@ def _groups(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     if len(set(groups)) != len(groups):
         raise SettingsError(f"{name}={raw!r} names a group twice")
     return tuple(groups)
+
+
+#: Dagster's rule for a tag key (dagster._utils.tags.VALID_TAG_KEY_REGEX): an optional
+#: `namespace/`, then a name, each 1-63 letters, digits, '_', '-' or '.'.
+_TAG_KEY = re.compile(r"([A-Za-z0-9_.-]{1,63}/)?[A-Za-z0-9_.-]{1,63}")
+#: Tags energymon sets itself, and Dagster's own namespace.
+_RESERVED_TAG_PREFIXES = ("dagster/", "energymon/")
+GROUP_TAGS_ALLOWED = (
+    'a JSON object of poll group -> {tag: value}, e.g. {"site-a": {"dagster-k8s/config": '
+    '{"pod_spec_config": {"node_selector": {"energymon/site": "a"}}}}}; groups from '
+    "ENERGYMON_POLL_GROUPS, tag keys [namespace/]name (letters, digits, '_', '-', '.'), not "
+    "dagster/ or energymon/, values text or JSON"
+)
+
+
+def group_tags(env: Mapping[str, str], groups: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """ENERGYMON_GROUP_TAGS: run tags added to each poll run of a group, which is how a run
+    launcher is told where the group runs (dagster-k8s reads `dagster-k8s/config`: node
+    selector, resources). A value that is JSON (an object) is passed as its JSON text, as
+    Dagster's launchers expect."""
+    name = "ENERGYMON_GROUP_TAGS"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise SettingsError(
+            f"{name} is not JSON ({error.msg} at character {error.pos}); allowed: "
+            f"{GROUP_TAGS_ALLOWED}"
+        ) from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{name} is not a JSON object; allowed: {GROUP_TAGS_ALLOWED}")
+    result: dict[str, dict[str, str]] = {}
+    for group, tags in data.items():
+        if group not in groups:
+            listed = ", ".join(groups) or "none: it is empty"
+            raise SettingsError(
+                f"{name} has tags for group {group!r}, which is not in ENERGYMON_POLL_GROUPS "
+                f"({listed}); allowed: {GROUP_TAGS_ALLOWED}"
+            )
+        if not isinstance(tags, dict):
+            raise SettingsError(
+                f"{name}: the tags of group {group!r} are not an object; allowed: "
+                f"{GROUP_TAGS_ALLOWED}"
+            )
+        result[group] = {}
+        for key, value in tags.items():
+            if not _TAG_KEY.fullmatch(key) or key.startswith(_RESERVED_TAG_PREFIXES):
+                raise SettingsError(
+                    f"{name}: group {group!r} has the tag key {key!r}; allowed: "
+                    f"{GROUP_TAGS_ALLOWED}"
+                )
+            if value is None or isinstance(value, bool | int | float):
+                raise SettingsError(
+                    f"{name}: group {group!r}, tag {key!r} has the value {value!r}; allowed: "
+                    f"{GROUP_TAGS_ALLOWED}"
+                )
+            result[group][key] = value if isinstance(value, str) else json.dumps(value)
+    return result
