@@ -213,3 +213,32 @@ def test_an_auto_meter_that_is_silent_fails_as_a_timeout_and_stays_auto(env, sil
     assert "unit 1 did not answer its first read" in failure_message(result)
     meter = meter_row(env)
     assert (meter["type"], meter["status_result"]) == ("auto", "timeout")
+
+
+def test_the_new_meter_sensor_checks_an_auto_meter_then_checks_it_again_as_identified(env):
+    """The sensor -> connectivity_check_job path: the identification changes the meter's type,
+    an edit the sensor sees, so the meter is checked once more, now as a `sunspec` meter."""
+    from test_sensors import checked_ids, tick
+
+    from energymon_pipeline.registry.definitions import load_definitions
+    from virtual_server import VirtualModbusTCPServer
+    from virtual_server.sunspec import SunSpecInverter
+
+    url = env["ENERGYMON_DATABASE_URL"]
+    cursor = tick(url, None).cursor  # the seeded meter 0 is seen (and not checked here)
+    with VirtualModbusTCPServer({6: SunSpecInverter()}) as server:
+        add_auto_meter(env, server.port, 6)
+        first = tick(url, cursor)
+        assert checked_ids(first) == [9]
+        assert check(env, 9).success
+        assert meter_row(env)["type"] == "sunspec"
+        second = tick(url, first.cursor)
+        assert checked_ids(second) == [9]  # the type changed: checked again, as sunspec
+        again = check(env, 9)
+        assert again.success, again
+        assert meter_row(env)["status_message"].startswith("SunSpec at 40000 (unit 6)")
+        assert checked_ids(tick(url, second.cursor)) == []  # and then left alone
+        engine = db.create_engine(url)
+        [spec] = load_definitions(engine, meter_ids=[9]).meters
+        assert spec.meter_type == "sunspec"
+        engine.dispose()
