@@ -63,9 +63,16 @@ def ranges_text(units: list[int]) -> str:
     return ", ".join(parts)
 
 
-def _meter_fields(endpoint: Endpoint, unit: int, type_: str, description: str | None) -> dict:
+def _meter_fields(
+    endpoint: Endpoint, unit: int, type_: str, description: str | None, poll_group: str | None
+) -> dict:
     """The `energy_meters` row of a found unit, as `meters add` builds it."""
-    fields: dict[str, Any] = {"slave_address": unit, "type": type_, "description": description}
+    fields: dict[str, Any] = {
+        "slave_address": unit,
+        "type": type_,
+        "description": description,
+        "poll_group": poll_group,
+    }
     line = endpoint.serial
     if line is not None:
         fields.update(
@@ -85,7 +92,9 @@ def _meter_fields(endpoint: Endpoint, unit: int, type_: str, description: str | 
     return fields
 
 
-def add_found(endpoint: Endpoint, found: list, type_prefix: str, echo) -> int:
+def add_found(
+    endpoint: Endpoint, found: list, type_prefix: str, poll_group: str | None, echo
+) -> int:
     """Add each identified unit as a meter (see `discover --help`); returns how many could
     not be added (duplicates, refused rows). `echo(line)` prints what was done."""
     from energymon_pipeline.commands.configured import registry_engine
@@ -114,7 +123,7 @@ def add_found(endpoint: Endpoint, found: list, type_prefix: str, echo) -> int:
                 type_ = SUNSPEC_TYPE
             else:
                 type_ = f"{type_prefix}{item.identified_as}"
-            fields = _meter_fields(endpoint, item.unit, type_, description)
+            fields = _meter_fields(endpoint, item.unit, type_, description, poll_group)
             key = (queries.link_key(fields), item.unit)
             if key in existing:
                 click.echo(
@@ -213,9 +222,16 @@ def add_found(endpoint: Endpoint, found: list, type_prefix: str, echo) -> int:
     help="With --add: a profile-identified meter gets type PREFIX+profile, and the profile is "
     "imported under that type (keeps the rows apart from a hand-edited type of the same name).",
 )
+@click.option(
+    "--group",
+    "poll_group",
+    default=None,
+    help="With --add: the new meters' poll group (see ENERGYMON_POLL_GROUPS); default: no "
+    "group. A link's meters are all in one group.",
+)
 def discover(host, port, framer, serial_port, baudrate, parity, stopbits, bytesize, units_text,
-             timeout_s, max_time_s, inter_request_delay_ms, as_json, add,
-             type_prefix) -> None:  # fmt: skip
+             timeout_s, max_time_s, inter_request_delay_ms, as_json, add, type_prefix,
+             poll_group) -> None:  # fmt: skip
     """Scan unit ids on HOST (a device or gateway) or a serial bus, and say what answers.
 
     Each unit is asked one request at a time: a first read at holding register 40000 (any
@@ -231,8 +247,8 @@ def discover(host, port, framer, serial_port, baudrate, parity, stopbits, bytesi
 
     if (host is None) == (serial_port is None):
         raise click.UsageError("give HOST (Modbus TCP) or --serial PATH (Modbus RTU), not both")
-    if not add and type_prefix:
-        raise click.UsageError("--type-prefix only applies with --add")
+    if not add and (type_prefix or poll_group is not None):
+        raise click.UsageError("--type-prefix and --group only apply with --add")
     units = parse_units(units_text)
     line = None
     if serial_port is not None:
@@ -295,7 +311,7 @@ def discover(host, port, framer, serial_port, baudrate, parity, stopbits, bytesi
         failed = True
     if add and result.found:
         echo = (lambda text: click.echo(text, err=True)) if as_json else click.echo
-        if add_found(endpoint, result.found, type_prefix, echo):
+        if add_found(endpoint, result.found, type_prefix, poll_group, echo):
             failed = True
     if failed:
         sys.exit(EXIT_USER_ERROR)

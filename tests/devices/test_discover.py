@@ -313,3 +313,23 @@ def test_meters_add_type_auto_does_not_warn_about_missing_registers(energymon):
     other = energymon("meters", "add", "--host", "127.0.0.1", "--port", "1502", "--unit", "2",
                       "--type", "nothing-here")  # fmt: skip
     assert "type 'nothing-here' has no registers yet" in other.stderr
+
+
+def test_add_puts_the_meters_in_a_poll_group_and_a_link_stays_in_one(energymon, registry_url):
+    assert energymon("db", "upgrade").exit_code == 0
+    engine = db.create_engine(registry_url)
+    with mixed_server() as server:
+        args = ["discover", "127.0.0.1", "--port", str(server.port), "--timeout", "0.3", "--add"]
+        grouped = energymon(*args, "--units", "1", "--group", "fast")
+        assert grouped.exit_code == 0, grouped.stderr
+        [meter] = [m for m in queries.list_meters(engine) if m["port"] == server.port]
+        assert meter["poll_group"] == "fast"
+        # Another unit of the same link in another group is refused in one line.
+        other = energymon(*args, "--units", "3")
+    assert other.exit_code == 1
+    [error] = other.stderr.splitlines()[-1:]
+    assert error.startswith("error: unit 3: not added: meter ")
+    assert "a link's meters must be in one poll group" in error
+    assert len([m for m in queries.list_meters(engine) if m["port"] == server.port]) == 1
+    assert discover("127.0.0.1", "--group", "fast").exit_code == 2  # only with --add
+    engine.dispose()
