@@ -42,6 +42,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -69,6 +70,8 @@ SETUP_TIMEOUT_S = 300.0
 #: After the run's status says it is done, how long its process may take to exit.
 EXIT_TIMEOUT_S = 30.0
 FLOOR_READY_TIMEOUT_S = 120.0
+#: How long the code servers may take to exit once the workspace is closed.
+CODE_SERVER_EXIT_S = 30.0
 
 #: Variables the definitions read: the harness's own values must not leak into the runs.
 _SETTINGS_PREFIXES = (
@@ -244,7 +247,7 @@ def watch(instance, run_id: str, timeout_s: float) -> ProcSampler | None:
     while True:
         now = time.monotonic()
         if now > deadline:
-            raise BenchError(f"run {run_id} did not finish within {timeout_s:.0f} s")
+            raise BenchError(f"run {run_id} did not finish within {timeout_s:g} s")
         if sampler is None:
             pid = _run_pid(instance, run_id)
             if pid is not None:
@@ -343,8 +346,21 @@ def _last_messages(entries, count: int = 8) -> str:
 
 def run_once(process_context, instance, location: str, job: str, timeout_s: float) -> dict:
     run_id, launched = launch(process_context, location, job)
-    sampler = watch(instance, run_id, timeout_s)
+    try:
+        sampler = watch(instance, run_id, timeout_s)
+    except BaseException:  # too slow, or Ctrl-C: the run's process goes too
+        _stop_run_process(instance, run_id)
+        raise
     return measure(instance, run_id, launched, sampler)
+
+
+def _stop_run_process(instance, run_id: str) -> None:
+    """SIGKILL the run's process, if it started and is still there (its code server would
+    otherwise wait for it on the way out)."""
+    with contextlib.suppress(Exception):
+        pid = _run_pid(instance, run_id)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
 
 
 # -- the set-up of one fleet size ----------------------------------------------------------------
@@ -584,10 +600,47 @@ def cold_size(
                         )
                     return result
             finally:
+                stop_code_servers(home)
                 instance.dispose()
         finally:
             if floor is not None:
                 floor.stop()
+
+
+def _processes_naming(marker: str) -> list[int]:
+    """Processes whose command line holds `marker` (the code servers name their instance's
+    folder in theirs)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def stop_code_servers(home: Path, timeout_s: float = CODE_SERVER_EXIT_S) -> None:
+    """Waits (bounded) for the code servers of the instance in `home` to exit after the
+    workspace asked them to, then SIGTERMs and SIGKILLs what is left: a code server still
+    running when its instance's folder is deleted hangs instead of exiting."""
+    marker = str(home)
+    deadline = time.monotonic() + timeout_s
+    while _processes_naming(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        left = _processes_naming(marker)
+        if not left:
+            return
+        log(f"  stopping {len(left)} code server(s) still running: {left}")
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + 5
+        while _processes_naming(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def _check_locations(context) -> None:

@@ -403,10 +403,13 @@ def cold_before_after(run: Run) -> str:
     return "\n".join(rows)
 
 
-def _baseline_text() -> str:
+def _baseline_text(run: Run) -> str:
     baselines = cold_baselines()
     if not baselines:
         return ""
+    now = run.cold_product
+    changes = " with uncommitted changes" if now.get("changes") else ""
+    now_text = f" (the product code of commit `{now.get('commit', '?')[:12]}`{changes})"
     parts = []
     for label, baseline in baselines.items():
         product = baseline.cold_product
@@ -425,9 +428,9 @@ def _baseline_text() -> str:
         )
     return (
         "The same cold runs before issue 17's work on the cold path (bench/README.md says how "
-        "they were made); **now** is this run. They were measured at different times on a "
-        "shared machine: compare the ratios and CPU per meter first. The CPU target is half "
-        "of **before**.\n\n" + "\n".join(parts)
+        f"they were made); **now** is this run{now_text}. They were measured at different "
+        "times on a shared machine: compare the ratios and CPU per meter first. The CPU target "
+        "is half of **before**.\n\n" + "\n".join(parts)
     )
 
 
@@ -466,7 +469,7 @@ event writes, output handling, the run's end).
 
 ### Before and after
 
-{_baseline_text()}
+{_baseline_text(run)}
 
 {cold_before_after(run)}
 """
