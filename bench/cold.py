@@ -54,7 +54,6 @@ from bench.fleet import FleetProcesses
 from bench.influxd import Influxd
 from bench.procs import BenchError, Worker, log_tail
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 POLL_LOCATION = "energymon"
 EMPTY_LOCATION = "bench_empty"
