@@ -294,6 +294,13 @@ def discover(host, port, framer, serial_port, baudrate, parity, stopbits, bytesi
         f"{len(result.found) - identified} unknown)",
         err=True,
     )
+    if result.garbled:
+        click.echo(
+            f"warning: unit id(s) {ranges_text(result.garbled)} answered with something that "
+            f"is not a Modbus answer ({result.garbled_error}): another protocol on the port, "
+            "or an RTU-over-TCP gateway (--framer rtu) addressed as Modbus TCP, or the reverse",
+            err=True,
+        )
     failed = False
     if result.link_error is not None:
         click.echo(

@@ -59,6 +59,7 @@ from energymon_pipeline.registry.tables import energy_meters
 __all__ = [
     "AUTO_TYPE",
     "FIRST_READ",
+    "Garbled",
     "IDENTIFY_TIME_S",
     "UNIDENTIFIED",
     "UNKNOWN",
@@ -76,6 +77,8 @@ AUTO_TYPE = "auto"
 UNKNOWN = "unknown"
 #: The connectivity result of an `auto` meter that answers but is not identified.
 UNIDENTIFIED = "unidentified"
+#: The connectivity result of an `auto` meter whose answer was not a Modbus answer.
+MALFORMED = str(ErrorKind.MALFORMED)
 #: The first probe read of every unit: where SunSpec's search starts.
 FIRST_READ = ReadRequest(FunctionCode.READ_HOLDING_REGISTERS, 40000, 4)
 #: Exceptions a gateway answers for a unit id with no device behind it (10: gateway path
@@ -89,6 +92,11 @@ _SUNSPEC_SHARE = 0.6
 
 class LinkDown(Exception):
     """The link cannot be used (refused, unreachable, port not opened): stop scanning it."""
+
+
+class Garbled(Exception):
+    """The unit's first answer was not a Modbus answer to the request (another protocol on
+    the port, RTU framing on a Modbus TCP port or the reverse): not asked further."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,9 @@ class ScanResult:
     scanned: list[int] = field(default_factory=list)
     #: Units the scan did not reach: its time ran out, or the link failed.
     not_scanned: list[int] = field(default_factory=list)
+    #: Units whose first answer was malformed (Garbled), with the first such error.
+    garbled: list[int] = field(default_factory=list)
+    garbled_error: str | None = None
     #: Why the scan stopped early (the link failed), or None.
     link_error: str | None = None
     elapsed_s: float = 0.0
@@ -191,14 +202,16 @@ async def _answers(connection: ModbusConnection, unit: int, timeout_s: float) ->
     )
     block = await connection.read(FIRST_READ, meter)
     if block.error is None:
-        return "registers"
+        return f"{FIRST_READ.count} registers"
     if _link_failure(block):
         raise LinkDown(str(block.error))
+    if block.error.kind is ErrorKind.MALFORMED:
+        raise Garbled(str(block.error))
     if block.error.kind is ErrorKind.MODBUS_EXCEPTION:
         if block.error.exception_code in ABSENT_EXCEPTIONS:
             return None
         return str(block.error)
-    return None  # silent, or an answer that does not make a frame: nobody there to ask
+    return None  # silent, or the connection closed on the request: nobody there to ask
 
 
 async def identify_unit(
@@ -209,7 +222,8 @@ async def identify_unit(
 ) -> Identification | None:
     """What `unit` on `connection`'s link is, or None when it does not answer the first
     probe read. Ends within `unit_time_s` (each request's timeout is at most the
-    connection's); LinkDown when the link failed. `profiles`: default every shipped one."""
+    connection's); LinkDown when the link failed, Garbled when the first answer was not a
+    Modbus answer. `profiles`: default every shipped one."""
     deadline = time.monotonic() + max(0.0, unit_time_s)
     first = await _answers(connection, unit, unit_time_s)
     if first is None:
@@ -262,6 +276,10 @@ async def scan(
             result.link_error = str(down)
             result.not_scanned = units[index:]
             break
+        except Garbled as garbled:
+            found = None
+            result.garbled.append(unit)
+            result.garbled_error = result.garbled_error or str(garbled)
         result.scanned.append(unit)
         if found is not None:
             result.found.append(found)
@@ -295,6 +313,9 @@ async def _identify(
         except LinkDown as down:
             result = REFUSED if "refused" in str(down) else UNREACHABLE
             return None, latency_ms, ConnectivityResult(result, latency_ms, str(down))
+        except Garbled as garbled:
+            message = f"unit {meter.endpoint.unit_id}: {garbled}; the type stays {AUTO_TYPE!r}"
+            return None, latency_ms, ConnectivityResult(MALFORMED, latency_ms, message)
         return found, latency_ms, None
     finally:
         connection.close()

@@ -333,3 +333,55 @@ def test_add_puts_the_meters_in_a_poll_group_and_a_link_stays_in_one(energymon, 
     assert len([m for m in queries.list_meters(engine) if m["port"] == server.port]) == 1
     assert discover("127.0.0.1", "--group", "fast").exit_code == 2  # only with --add
     engine.dispose()
+
+
+@pytest.fixture
+def http_port():
+    """A loopback port whose server answers every request with an HTTP error (not Modbus)."""
+    import socketserver
+    import threading
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            while self.request.recv(256):
+                self.request.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    server = Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_answers_that_are_not_modbus_are_named_not_listed(http_port):
+    started = time.monotonic()
+    result = discover("127.0.0.1", "--port", str(http_port), "--units", "1-3", "--timeout", "1")
+    assert time.monotonic() - started < 3  # a garbled answer costs no timeout
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    [warning] = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(
+        "warning: unit id(s) 1-3 answered with something that is not a Modbus answer "
+        "(malformed response: not a Modbus TCP frame"
+    )
+    assert "--framer rtu" in warning
+
+
+def test_an_auto_meter_whose_answer_is_not_modbus_keeps_its_type(migrated, http_port):
+    from energymon_pipeline.devices.identify import identify_and_store
+    from energymon_pipeline.registry.definitions import load_meter
+
+    queries.add_meter(migrated, {"id": 7, "host": "127.0.0.1", "port": http_port,
+                                 "slave_address": 1, "type": "auto", "timeout_s": 1})  # fmt: skip
+    outcome = identify_and_store(migrated, load_meter(migrated, 7))
+    assert not outcome.ok
+    assert outcome.result == "malformed response"
+    assert outcome.message.startswith("unit 1: malformed response: not a Modbus TCP frame")
+    assert outcome.message.endswith("the type stays 'auto'")
+    assert queries.get_meter(migrated, 7)["type"] == "auto"
