@@ -8,6 +8,7 @@ two. `now` is the caller's (a test's clock); nothing here sleeps but the webhook
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -53,18 +54,23 @@ KINDS = (
 )
 
 
-def senders(settings: AlertSettings, sleep: Callable[[float], None] | None = None) -> dict:
-    """The configured channels, each as a function sending one notification."""
+def senders(
+    settings: AlertSettings, sleep: Callable[[float], None] = time.sleep
+) -> dict[str, Sender]:
+    """The configured channels, each as a function sending one notification (`sleep`: the
+    webhook's pause between retries; a test's does not wait)."""
     result: dict[str, Sender] = {}
     if settings.webhook is not None:
         webhook = settings.webhook
-        if sleep is None:
-            result["webhook"] = lambda n: send_webhook(webhook, n) and None
-        else:
-            result["webhook"] = lambda n: send_webhook(webhook, n, sleep) and None
+
+        def post(notification: Notification) -> str | None:
+            attempts = send_webhook(webhook, notification, sleep)
+            return f"after {attempts} attempts" if attempts > 1 else None
+
+        result["webhook"] = post
     if settings.smtp is not None:
         smtp = settings.smtp
-        result["email"] = lambda n: send_email(smtp, n)
+        result["email"] = lambda notification: send_email(smtp, notification)
     return result
 
 

@@ -134,7 +134,7 @@ def _spool_age_s(influx: InfluxResource) -> float | None:
 
 
 def build_meter_alert_sensor(
-    interval_s: int, clock: Clock = utc_now, sleep: Callable[[float], None] | None = None
+    interval_s: int, clock: Clock = utc_now, sleep: Callable[[float], None] = time.sleep
 ) -> dg.SensorDefinition:
     """`clock` and `sleep` are the tests' (a clock they move, no real backoff pauses)."""
 
@@ -191,7 +191,7 @@ def _failure_reason(context: dg.RunFailureSensorContext) -> str:
 
 
 def build_poll_failure_sensor(
-    poll_job: dg.JobDefinition, clock: Clock = utc_now, sleep: Callable[[float], None] | None = None
+    poll_job: dg.JobDefinition, clock: Clock = utc_now, sleep: Callable[[float], None] = time.sleep
 ) -> dg.SensorDefinition:
     # schedules.py imports the poll ops, which import this module: its names are taken here.
     from energymon_pipeline.schedules import ALL_METERS, GROUP_TAG
