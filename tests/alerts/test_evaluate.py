@@ -172,3 +172,12 @@ def test_no_new_send_after_the_budget(migrated, clock, receiver):
     report = deliver(migrated, senders(settings), clock())
     assert len(report.sent) == 2 and report.waiting == {}
     assert [r["meter"]["id"] for r in receiver.received] == [1, 2]
+
+
+def test_failing_but_not_down_raises_nothing(migrated, clock, receiver):
+    add_meter(migrated, 1)
+    for outcome in ("failed", "failed", "ok", "failed", "failed", "ok"):
+        polled(migrated, clock, outcome)
+        evaluation = run(migrated, clock, receiver)
+        assert evaluation.raised == [], outcome
+    assert receiver.received == []
