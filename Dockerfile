@@ -25,11 +25,15 @@ ENV UV_COMPILE_BYTECODE=1 \
 
 WORKDIR /app
 
+# Optional extras of pyproject.toml, e.g. `docker` (dagster-docker) for the compose variant in
+# which each run gets its own container (docker-compose.runs-in-containers.yml sets it).
+ARG ENERGYMON_EXTRAS=""
+
 # Dependencies first, exactly as locked (the build fails if uv.lock is stale): this layer is
 # rebuilt only when pyproject.toml or uv.lock change, not on every code change.
 COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-install-project
+    uv sync --locked --no-dev --no-install-project ${ENERGYMON_EXTRAS:+--extra $ENERGYMON_EXTRAS}
 
 # Then the project itself, installed into the virtualenv as a package (not editable), so the
 # images need the virtualenv only. README.md is the package's readme.
@@ -37,7 +41,7 @@ COPY README.md ./
 COPY energymon_pipeline ./energymon_pipeline
 COPY virtual_server ./virtual_server
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable
+    uv sync --locked --no-dev --no-editable ${ENERGYMON_EXTRAS:+--extra $ENERGYMON_EXTRAS}
 
 # -- app: what both images start from: the virtualenv and an unprivileged user ---------------
 FROM python:3.11.13-slim-bookworm AS app
