@@ -25,7 +25,10 @@ process's CPU seconds and peak RSS are sampled from /proc/<pid> every ~20 ms, fr
 that engine event until the process is gone (utime + stime and VmHWM are both cumulative, so a
 late first sample loses nothing). Beside each cold run, on the same instance and fleet: the
 empty job (Dagster's own floor for a run) and a transport floor cycle (bench/methods.py
-FloorCycle, in a bench worker), interleaved round by round after one warm-up of each.
+FloorCycle, in a bench worker), interleaved round by round after one warm-up of each. Those
+runs are launched as from the launchpad (no run config: one sample, at once); one more poll run
+per size is launched as the schedule launches one, due a little later (`scheduled_run`), for
+the first sample's lateness.
 
 `product` (a folder holding another checkout's energymon_pipeline, e.g. a git worktree of an
 older commit) makes the code servers, the run processes and the registry set-up use that
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -48,6 +52,7 @@ import sys
 import sysconfig
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.fleet import FleetProcesses
@@ -69,6 +74,9 @@ SETUP_TIMEOUT_S = 300.0
 #: After the run's status says it is done, how long its process may take to exit.
 EXIT_TIMEOUT_S = 30.0
 FLOOR_READY_TIMEOUT_S = 120.0
+#: How long before its sample second the scheduled run is launched (the schedule itself ticks
+#: a minute ahead; a cold start takes a few seconds).
+SCHEDULED_LEAD_S = 15.0
 #: How long the code servers may take to exit once the workspace is closed.
 CODE_SERVER_EXIT_S = 30.0
 
@@ -195,7 +203,9 @@ class ProcSampler:
 # -- one run -------------------------------------------------------------------------------------
 
 
-def launch(process_context, location: str, job: str) -> tuple[str, float]:
+def launch(
+    process_context, location: str, job: str, run_config: dict | None = None
+) -> tuple[str, float]:
     """launchRun through GraphQL, in-process, as the webserver and the daemon's launches go:
     returns the run id and the wall time just before the launch."""
     from dagster_graphql.test.utils import execute_dagster_graphql
@@ -207,7 +217,7 @@ def launch(process_context, location: str, job: str) -> tuple[str, float]:
             "repositoryName": REPOSITORY,
             "pipelineName": job,
         },
-        "runConfigData": {},
+        "runConfigData": run_config or {},
         "mode": "default",
     }
     launched = time.time()
@@ -326,6 +336,7 @@ def measure(instance, run_id: str, launched: float, sampler: ProcSampler | None)
     late = metadata.get(LATENESS_KEY)
     return {
         "run_id": run_id,
+        "launched": launched,
         "seconds": total,
         "stages": stages,
         "events": len(entries),
@@ -343,8 +354,15 @@ def _last_messages(entries, count: int = 8) -> str:
     return " | ".join(lines[0][:200] for lines in texts if lines)
 
 
-def run_once(process_context, instance, location: str, job: str, timeout_s: float) -> dict:
-    run_id, launched = launch(process_context, location, job)
+def run_once(
+    process_context,
+    instance,
+    location: str,
+    job: str,
+    timeout_s: float,
+    run_config: dict | None = None,
+) -> dict:
+    run_id, launched = launch(process_context, location, job, run_config)
     try:
         sampler = watch(instance, run_id, timeout_s)
     except BaseException:  # too slow, or Ctrl-C: the run's process goes too
@@ -597,6 +615,7 @@ def cold_size(
                             + f"; cold run CPU {cold['cpu_s'] or float('nan'):.2f} s, peak RSS "
                             f"{(cold['vmhwm_kb'] or 0) / 1024:.0f} MB, {cold['events']} events"
                         )
+                    result["scheduled"] = scheduled_run(context, instance, meters)
                     return result
             finally:
                 stop_code_servers(home)
@@ -604,6 +623,38 @@ def cold_size(
         finally:
             if floor is not None:
                 floor.stop()
+
+
+def scheduled_run(process_context, instance, meters: int) -> dict:
+    """One more poll run, launched as the poll schedule launches its runs (the run config a
+    tick gives: the minute and the second to sample at), due SCHEDULED_LEAD_S after the
+    launch: the schedule ticks a minute ahead, the bench gives a run less time, but more than
+    a cold start takes. The run waits for its second; its read op says how late the first
+    sample was ("first sample late (s)", where the product reports it)."""
+    due = math.ceil(time.time() + SCHEDULED_LEAD_S)
+    minute = datetime.fromtimestamp(due, UTC).replace(second=0)
+    config = {
+        "ops": {
+            "load_definitions": {
+                "config": {"sample_seconds": [due % 60], "scheduled_minute": minute.isoformat()}
+            }
+        }
+    }
+    run = run_once(
+        process_context,
+        instance,
+        POLL_LOCATION,
+        POLL_JOB,
+        run_timeout(meters) + SCHEDULED_LEAD_S,
+        config,
+    )
+    run["due_after_launch_s"] = due - run["launched"]
+    late = run["first_sample_late_s"]
+    log(
+        f"  scheduled run, due {run['due_after_launch_s']:.1f} s after its launch: first sample "
+        + ("late: not reported" if late is None else f"{late:+.3f} s from its second")
+    )
+    return run
 
 
 def _processes_naming(marker: str) -> list[int]:

@@ -583,10 +583,13 @@ class ColdSize:
 
     @property
     def late_s(self) -> float | None:
-        """The median first-sample lateness the read op reported; None when it reports none."""
-        values = [r["first_sample_late_s"] for r in self.runs("cold")]
-        values = [v for v in values if v is not None]
-        return median(values) if values else None
+        """How late the scheduled run's first sample was (cold.scheduled_run), as its read op
+        reported it; None when it reports none (or no scheduled run was made)."""
+        return self.data.get("scheduled", {}).get("first_sample_late_s")
+
+    @property
+    def scheduled_lead_s(self) -> float | None:
+        return self.data.get("scheduled", {}).get("due_after_launch_s")
 
     def cpu_above_empty_ms_per_meter(self) -> float:
         """The cold run's CPU beyond the empty run's, per meter: what energymon's own code
