@@ -14,6 +14,7 @@ import click
 
 from energymon_pipeline.commands.errors import EXIT_USER_ERROR
 from energymon_pipeline.commands.output import print_table
+from energymon_pipeline.commands.read import serial_options
 from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.modbus.types import Endpoint, SerialLine
 
@@ -165,19 +166,7 @@ def add_found(
     show_default=True,
     help="socket (Modbus TCP) or rtu (RTU over TCP gateways).",
 )
-@click.option(
-    "--serial",
-    "serial_port",
-    default=None,
-    help="Serial device path for Modbus RTU on a local port, e.g. /dev/ttyUSB0 (instead of HOST).",
-)
-@click.option("--baudrate", type=click.IntRange(50, 4_000_000), default=9600, show_default=True)
-@click.option(
-    "--parity", type=click.Choice(["N", "E", "O"], case_sensitive=False), default="N",
-    show_default=True, help="Serial parity: N none, E even, O odd.",
-)  # fmt: skip
-@click.option("--stopbits", type=click.Choice(["1", "2"]), default="1", show_default=True)
-@click.option("--bytesize", type=click.Choice(["7", "8"]), default="8", show_default=True)
+@serial_options("HOST")
 @click.option(
     "--units",
     "units_text",

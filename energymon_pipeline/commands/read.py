@@ -121,23 +121,43 @@ def read_meter(meter_id: int, as_json: bool, rediscover: bool) -> None:
     _report_read(result, as_json, f"meter {meter_id} ({meter.endpoint})")
 
 
+def serial_options(instead_of: str):
+    """--serial PATH and its line settings (`probe`, `discover`): Modbus RTU on a local port
+    instead of `instead_of`."""
+    options = [
+        click.option(
+            "--serial",
+            "serial_port",
+            default=None,
+            help="Serial device path for Modbus RTU on a local port, e.g. /dev/ttyUSB0 "
+            f"(instead of {instead_of}).",
+        ),
+        click.option(
+            "--baudrate", type=click.IntRange(50, 4_000_000), default=9600, show_default=True
+        ),
+        click.option(
+            "--parity",
+            type=click.Choice(["N", "E", "O"], case_sensitive=False),
+            default="N",
+            show_default=True,
+            help="Serial parity: N none, E even, O odd.",
+        ),
+        click.option("--stopbits", type=click.Choice(["1", "2"]), default="1", show_default=True),
+        click.option("--bytesize", type=click.Choice(["7", "8"]), default="8", show_default=True),
+    ]
+
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
 @click.command("probe")
 @click.option("--host", default=None, help="Device or gateway host (or --serial).")
 @click.option("--port", type=click.IntRange(1, 65535), default=502, show_default=True)
-@click.option(
-    "--serial",
-    "serial_port",
-    default=None,
-    help="Serial device path for Modbus RTU on a local port, e.g. /dev/ttyUSB0 (instead of "
-    "--host).",
-)
-@click.option("--baudrate", type=click.IntRange(50, 4_000_000), default=9600, show_default=True)
-@click.option(
-    "--parity", type=click.Choice(["N", "E", "O"], case_sensitive=False), default="N",
-    show_default=True, help="Serial parity: N none, E even, O odd.",
-)  # fmt: skip
-@click.option("--stopbits", type=click.Choice(["1", "2"]), default="1", show_default=True)
-@click.option("--bytesize", type=click.Choice(["7", "8"]), default="8", show_default=True)
+@serial_options("--host")
 @click.option(
     "--unit",
     type=click.IntRange(0, 255),
