@@ -187,6 +187,8 @@ def _link_failure(block: BlockRead) -> bool:
         return False
     if error.kind in (ErrorKind.REFUSED, ErrorKind.CONNECTION):
         return True
+    if error.kind is ErrorKind.CLOSED and "right after accepting" in error.detail:
+        return True  # a gateway at its connection limit: no unit can be asked
     # A reconnect that timed out (the first connect is the caller's).
     return error.kind is ErrorKind.TIMEOUT and error.detail.startswith("no connection")
 

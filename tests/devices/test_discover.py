@@ -385,3 +385,21 @@ def test_an_auto_meter_whose_answer_is_not_modbus_keeps_its_type(migrated, http_
     assert outcome.message.startswith("unit 1: malformed response: not a Modbus TCP frame")
     assert outcome.message.endswith("the type stays 'auto'")
     assert queries.get_meter(migrated, 7)["type"] == "auto"
+
+
+def test_a_gateway_at_its_connection_limit_stops_the_scan_and_says_so():
+    with mixed_server(gateway=True, max_connections=1) as server:
+        holder = socket.create_connection(("127.0.0.1", server.port))  # e.g. a poll's
+        try:
+            time.sleep(0.1)
+            started = time.monotonic()
+            result = discover("127.0.0.1", "--port", str(server.port), "--units", "1-20",
+                              "--timeout", "0.5")  # fmt: skip
+            elapsed = time.monotonic() - started
+        finally:
+            holder.close()
+    assert result.exit_code == 1
+    assert elapsed < 5
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "connection closed by the device: right after accepting the connection" in error
+    assert error.endswith("scan stopped, unit id(s) 1-20 not scanned")
