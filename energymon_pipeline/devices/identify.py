@@ -253,20 +253,15 @@ async def scan(
     total_s: float,
     on_unit: Callable[[int, Identification | None], None] | None = None,
 ) -> ScanResult:
-    """Identify each of `units` in turn on `connection` (opened here when it is not yet),
-    within `total_s` in all. `on_unit(unit, identification or None)` is called after each."""
+    """Identify each of `units` in turn on `connection`, within `total_s` in all.
+    `on_unit(unit, identification or None)` is called after each."""
     started = time.monotonic()
     deadline = started + max(0.0, total_s)
     units = list(units)
     result = ScanResult()
     profiles = list_profiles()
-    if not connection.connected:
-        error = await connection.open()
-        if error is not None:
-            result.link_error = str(error)
-            result.not_scanned = units
-            result.elapsed_s = time.monotonic() - started
-            return result
+    # The first read connects (the connection's own connect checks a peer that accepts and
+    # drops at once; a link that cannot be connected is LinkDown there).
     for index, unit in enumerate(units):
         remaining = deadline - time.monotonic()
         if remaining <= 0.05:
