@@ -5,10 +5,11 @@ PostgreSQL through dagster-postgres as in production), started at the same momen
 gateways on loopback that accept one connection, serve one request at a time and count
 overlapping requests and refused connections (tests/gateway_sim.py).
 
-Two poll groups and a connectivity check on gateway A take turns (A never sees two requests in
-flight nor a refused connection, the runs that waited say so in their logs, and the pool table
-the UI lists shows them queued); the poll group on gateway B runs alongside them. The control:
-the same runs on an instance without the pool limit overlap on A."""
+A poll run of group g1, a manual run of some of g1's meters and a connectivity check on gateway A
+take turns (A never sees two requests in flight nor a refused connection, the runs that waited
+say so in their logs, and the pool table the UI lists shows them queued); the poll group on
+gateway B runs alongside them. (Two groups never share a gateway: the registry refuses it.) The
+control: the same runs on an instance without the pool limit overlap on A."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def registry(tmp_path: Path, gateway_a: Gateway, gateway_b: Gateway) -> str:
                   "byte_order": 2}) for i, a in enumerate((0, 1, 40))],
         )  # fmt: skip
         meters = [(1, gateway_a, 1, "g1"), (2, gateway_a, 2, "g1"), (3, gateway_a, 3, "g1"),
-                  (4, gateway_a, 4, "g2"), (5, gateway_a, 5, "g2"), (6, gateway_a, 6, "g2"),
+                  (4, gateway_a, 4, "g1"), (5, gateway_a, 5, "g1"), (6, gateway_a, 6, "g1"),
                   (7, gateway_b, 1, "g3"), (8, gateway_b, 2, "g3"), (9, gateway_b, 3, "g3")]  # fmt: skip
         for meter_id, gateway, unit, group in meters:
             queries.add_meter(engine, {"id": meter_id, "host": "127.0.0.1", "port": gateway.port,
@@ -189,6 +190,12 @@ def poll(group: str) -> tuple[str, dict]:
         "group": group, "dry_run": True, "link_wait_s": 60}}}}  # fmt: skip
 
 
+def manual(*meter_ids: int) -> tuple[str, dict]:
+    """A run started by hand for some meters (no group), as from the launchpad."""
+    return "poll_meters_job", {"ops": {"load_definitions": {"config": {
+        "meter_ids": list(meter_ids), "dry_run": True, "link_wait_s": 60}}}}  # fmt: skip
+
+
 def check(meter_id: int) -> tuple[str, dict]:
     return "connectivity_check_job", {"ops": {"check_meter_connectivity": {"config": {
         "meter_id": meter_id}}}}  # fmt: skip
@@ -214,27 +221,28 @@ def test_runs_on_one_link_take_turns_and_other_links_run_alongside(
     env = environment(tmp_path, url, home)
     pool = pool_name(f"tcp:127.0.0.1:{a.port}:socket")
     with PoolWatch(home, pool) as watch:
-        g1, g2, check_3, g3 = run_together(
-            tmp_path, env, [poll("g1"), poll("g2"), check(3), poll("g3")]
+        g1, by_hand, check_3, g3 = run_together(
+            tmp_path, env, [poll("g1"), manual(4, 5, 6), check(3), poll("g3")]
         )
 
-    for result in (g1, g2, check_3, g3):
+    for result in (g1, by_hand, check_3, g3):
         assert result["success"], "\n".join(m for m in result["logs"] if m)
     # Gateway A: the three runs took turns on its one connection, one request at a time.
     assert a.refused == 0
     assert a.max_in_flight == 1
     assert a.max_open_connections == 1
-    assert a.units_read() == {1: 2, 2: 2, 3: 3, 4: 2, 5: 2, 6: 2}  # unit 3: poll + check
-    # The runs that waited said so, naming the link's pool (each poll of A takes 1.5 s on the
-    # bus, so the three runs started together cannot all have found it free).
+    assert a.units_read() == {1: 2, 2: 2, 3: 3, 4: 4, 5: 4, 6: 4}  # 3: + check, 4-6: + by hand
+    # The runs that waited said so, naming the link's pool (g1's poll of A takes 3 s on the
+    # bus, the run by hand 1.5 s, so the three runs started together cannot all have found it
+    # free).
     waited = [
-        r for r in (g1, g2, check_3) if any(f"waiting for pool {pool}" in m for m in r["logs"])
+        r for r in (g1, by_hand, check_3) if any(f"waiting for pool {pool}" in m for m in r["logs"])
     ]
     assert len(waited) >= 1
     # And in the instance's pool table the UI shows: one holder, the others queued.
     assert watch.max_claimed == 1
     assert watch.max_waiting >= 1
-    assert watch.waiting_runs <= {g1["run_id"], g2["run_id"], check_3["run_id"]}
+    assert watch.waiting_runs <= {g1["run_id"], by_hand["run_id"], check_3["run_id"]}
     # Gateway B's group did not wait for A: its requests overlap A's in time.
     assert b.refused == 0 and b.units_read() == {1: 2, 2: 2, 3: 2}
     assert not any("waiting for pool" in m for m in g3["logs"])
@@ -250,7 +258,7 @@ def test_without_the_pool_limit_runs_overlap_on_the_gateway(tmp_path, gateways):
     a, b = gateways
     url = registry(tmp_path, a, b)
     env = environment(tmp_path, url, dagster_home(tmp_path, pools=False))
-    results = run_together(tmp_path, env, [poll("g1"), poll("g2")])
+    results = run_together(tmp_path, env, [poll("g1"), manual(4, 5, 6)])
     assert any("links are not guarded across runs" in m for r in results for m in r["logs"])
     # The control for the test above: unguarded runs collide on the one-connection gateway.
     assert a.refused > 0 or a.max_in_flight > 1
