@@ -58,3 +58,33 @@ def test_without_a_pool_limit_links_are_not_guarded(caplog):
             assert unguarded.claim(KEY, "10.0.0.5:502") is False
             assert unguarded.claim("serial:/dev/ttyUSB0", "/dev/ttyUSB0") is False
     assert caplog.text.count("links are not guarded across runs") == 1
+
+
+def test_prepare_gives_every_link_its_pool_once_and_claims_need_no_more_lookups(instance):
+    keys = [f"tcp:10.0.0.{n}:502:socket" for n in range(1, 21)]
+    storage = instance.event_log_storage
+    first = pools(instance, "run-a")
+    first.prepare(keys)
+    limits = {p.name: p.limit for p in storage.get_pool_limits()}
+    assert {pool_name(k): 1 for k in keys}.items() <= limits.items()
+    # Claims after prepare do not ask the instance for its pool limits again.
+    asked = []
+    original = storage.get_pool_limits
+
+    def counting():
+        asked.append(1)
+        return original()
+
+    storage.get_pool_limits = counting
+    try:
+        for key in keys:
+            with first.hold_sync(key, key):
+                pass
+    finally:
+        storage.get_pool_limits = original
+    assert asked == []
+    # A link the op did not prepare is still guarded (found out on its first claim).
+    late = "serial:/dev/ttyUSB9"
+    assert first.claim(late, late) is True
+    with pytest.raises(LinkUnavailable):
+        pools(instance, "run-b", wait_s=0.1).claim(late, late)

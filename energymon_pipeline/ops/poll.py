@@ -111,10 +111,12 @@ def read_meters(
     if not plan.meters:
         context.log.info("no meters to read")
         return []
-    for link in group_links(plan.meters):
+    links = group_links(plan.meters)
+    for link in links:
         for conflict in link.conflicts:
             context.log.warning(conflict)
     pools = LinkPools.of(context, plan.link_wait_s)
+    pools.prepare(link.key for link in links)
     results = asyncio.run(
         read_all(plan.meters, plan.sample_times, plan.read_concurrency, link_guard=pools.hold)
     )
