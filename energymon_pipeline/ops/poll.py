@@ -124,7 +124,7 @@ def read_meters(
         if result.errors:
             context.log.warning(f"meter {result.meter.meter_id}: {result.error}")
     _save_learnt_splits(context, registry, results)
-    record_meter_states(context, registry, alerts, results)  # for meter_alert_sensor
+    states = record_meter_states(context, registry, alerts, results)  # for meter_alert_sensor
     started = [r.first_request_at for r in results if r.first_request_at is not None]
     late = {}
     if plan.due is not None and started:  # a scheduled run: how late its first sample was
@@ -137,6 +137,7 @@ def read_meters(
             "requests": sum(r.requests for r in results),
             "values read": sum(r.values_read for r in results),
             "learnt splits": sum(len(r.learnt_splits) for r in results),
+            **states,
         }
     )
     return results
