@@ -124,7 +124,8 @@ def record_meter_states(
         context.log.warning(f"meter states not recorded: {error}")
         return {}
     return {
-        f"meter states recorded ({updated}), ms": round(1000 * (time.perf_counter() - started), 1)
+        "meter states recorded": updated,
+        "meter states (ms)": round(1000 * (time.perf_counter() - started), 1),
     }
 
 
