@@ -500,9 +500,10 @@ def _vs_floor(run: Run, big: ConfigResult) -> str:
         f"validation ({_s(big.stage('validate'))} s), line protocol "
         f"({_s(big.stage('lines'))} s), the spool append ({_s(big.stage('spool'))} s) and the "
         f"InfluxDB write ({_s(big.stage('write'))} s), which the floor does not do at all and "
-        f"which run after the last response. What ours adds is per-value Python work (one "
-        f"`Reading` object per value in `reader._MeterSession._read`, the DataFrame, one line "
-        f"of text per point) and one HTTP write, on the one core a poll run's event loop uses. "
+        f"which run after the last response. What ours adds is decoding each answer into an "
+        f"array, the DataFrame built from those arrays, one line of text per point, and one "
+        f"HTTP write (influxd's time to take it, mostly), on the one core a poll run's event "
+        f"loop uses. "
         f"The simulator shares the {_cores(run)}: its processes used "
         f"{_s(big.fleet_cpu('floor'))} s of CPU during a floor cycle and "
         f"{_s(big.fleet_cpu('ours'))} s during one of ours, so during the read the client "
@@ -536,7 +537,7 @@ def _first_cycle(run: Run, c: ConfigResult) -> str:
         f"- **The first cycle of a process** ({c.meters} meters, {c.delay_ms:g} ms) took "
         f"{_s(first['seconds'])} s against {_s(c.seconds('ours'))} s warm: validation "
         f"{_s(first['stages'].get('validate', 0))} s against "
-        f"{_s(c.stage('validate'))} s (pandera builds its checks on first use), "
+        f"{_s(c.stage('validate'))} s, "
         f"{probe(first, 'decoders_compiled'):.0f} decoders compiled "
         f"({_s(probe(first, 'decoder_compile_s'))} s), and the first write creates the "
         f"database. Dagster starts a new process for every run, so every real poll run "
@@ -549,9 +550,10 @@ def _first_cycle(run: Run, c: ConfigResult) -> str:
 def _garbage_collection(lighter: ConfigResult, heavy: ConfigResult) -> str:
     return (
         f"- **Garbage collection** took {_s(heavy.probe('gc_s'))} s of ours' "
-        f"{_s(heavy.seconds('ours'))} s at {heavy.meters} meters: every value read becomes "
-        f"several Python objects that live until the write, so the collector's full passes get "
-        f"both more frequent and longer as the fleet grows: CPU per meter rose from "
+        f"{_s(heavy.seconds('ours'))} s at {heavy.meters} meters: values stay in numpy arrays "
+        f"from the decoder to the frame, but each point's line of text and each answer's "
+        f"objects live until the write, so the collector's full passes get both more frequent "
+        f"and longer as the fleet grows: CPU per meter went from "
         f"{lighter.cpu_ms_per_meter():.2f} ms at {lighter.meters} meters to "
         f"{heavy.cpu_ms_per_meter():.2f} ms at {heavy.meters} ({heavy.delay_ms:g} ms)."
     )
@@ -976,7 +978,8 @@ Medians per stage of ours' cycles; the first cycle of each process is shown apar
   interleaves the methods round by round (rotating their order) so that drift in the
   machine's load hits all three alike.
 - Ours is the library code the Dagster ops call, in the ops' order, without Dagster itself:
-  `read_meters` (planning, reading, decoding), `readings.validate` (pandera), `reading_lines`
+  `read_meters` (planning, reading, decoding), `readings.validate` (the frame from the decoded
+  arrays; finite and min/max checks), `reading_lines`
   and the per-meter health points, `Spool.append`, `Spool.flush` through `InfluxWriter`, the
   spool backlog point: the write op's default path (with `INFLUXDB_RAW_RETENTION` set it adds a
   second spool and write). Meters are built from the shipped `sdm630` profile with the registry's
