@@ -99,8 +99,10 @@ def test_energy_counters_only_grow_with_the_power_over_time():
     for _ in range(20):
         now[0] += 60.0  # one minute per update
         current = device.values()
-        for address in (72, 74, 76, 78, 80, 82, 342, 344):
+        for address in (72, 74, 76, 78, 80, 82, 342, 344, *range(346, 364, 2)):
             assert current[address] >= previous[address], address
+        # The per-phase import energies (SDM630 v2) add up to the total import.
+        assert math.isclose(sum(current[a] for a in (346, 348, 350)), current[72], rel_tol=1e-4)
         # The import counter gained about a minute of the total power (kW * h).
         gained = current[72] - previous[72]
         assert math.isclose(gained, current[52] / 1000 / 60, rel_tol=0.05, abs_tol=0.002)
@@ -114,7 +116,7 @@ def test_registers_between_the_mapped_ones_answer_like_the_meter():
         assert memory.read(INPUT, 0, 88) is not None  # one read across the whole first block
         assert memory.read(INPUT, 36, 16) is not None
         assert memory.read(INPUT, 200, 26) is not None
-        assert memory.read(INPUT, 342, 4) is not None
+        assert memory.read(INPUT, 342, 22) is not None  # totals and per-phase energies
         assert memory.read(INPUT, 88, 2) is None  # past the block: exception 2, as the meter
 
 
@@ -141,3 +143,24 @@ def test_the_update_schedule_changes_the_values():
     assert {0, 6, 12, 52, 72} <= set(changed)
     assert later[72] > first[72]  # energy grew
     assert later[74] == first[74]  # this load never exports
+
+
+def test_the_v2_profile_discover_identifies_it_as_reads_without_a_gap():
+    """`energymon discover` identifies this device by its meter code as `sdm630-v2` (the
+    fullest profile with that code): every one of that profile's values is served, so a meter
+    added that way reads completely, with no exception 2 and no learnt splits."""
+    device = Sdm630(seed=11)
+    with VirtualModbusTCPServer({1: device}) as server:
+        spec = MeterSpec(
+            meter_id=next(_ids),
+            endpoint=Endpoint("127.0.0.1", server.port, 1, timeout_s=2.0, retries=0),
+            meter_type="sdm630-v2",
+            description="simulated sdm630 v2",
+            registers=profile_registers("sdm630-v2"),
+        )
+        (result,) = read_meters_sync([spec])
+    assert result.errors == [] and result.failed_values == 0 and not result.learnt_splits
+    values = {reading.register.address: reading.value for reading in result.readings}
+    assert sorted(values) == sorted(r.address for r in spec.registers)
+    for address, value in values.items():
+        assert value == device.published[address], address

@@ -12,7 +12,8 @@ derived from it, so `published` is exactly what a poller decodes.
 
 The register map (FLOAT32, function code 4, big-endian words and bytes, zero-based protocol
 addresses) is Eastron's; like the meter, it answers every register of its blocks, so a read
-may span the addresses between the values (0-87, 200-225, 342-345). Like an SDM630 v2 it also
+may span the addresses between the values (0-87, 200-225, 342-363: the totals, then the
+per-phase import, export and total active energies of an SDM630 v2). Like an SDM630 v2 it also
 answers its meter code (holding register 0xFC02, UINT16, 0x0070 unless `meter_code` says
 otherwise; None leaves the register unmapped, like an early SDM630), which is the signature
 `energymon discover` identifies the `sdm630` profiles by.
@@ -68,7 +69,7 @@ PRODUCTION_REGISTERS: dict[int, tuple[str, str | None]] = {
 }
 
 # The blocks the meter answers in full; addresses without a quantity read 0.0, as on the meter.
-_BLOCKS = ((0, 88), (200, 226), (342, 346))
+_BLOCKS = ((0, 88), (200, 226), (342, 364))
 _NOMINAL_VOLTAGE = 230.0
 _VOLTAGE_LOW, _VOLTAGE_HIGH = 0.92 * _NOMINAL_VOLTAGE, 1.08 * _NOMINAL_VOLTAGE
 _DEMAND_SMOOTHING = 0.1
@@ -96,6 +97,10 @@ class Sdm630(Device):
         self._power_factor = [rnd.uniform(0.85, 0.99) for _ in range(3)]
         self._frequency = rnd.uniform(49.95, 50.05)
         self._import_kwh = rnd.uniform(1000.0, 4000.0)
+        #: Per-phase import energy (kWh): the total split about evenly, then each phase
+        #: integrates its own power, so the three always add up to `_import_kwh`.
+        shares = [rnd.uniform(0.9, 1.1) for _ in range(3)]
+        self._import_kwh_phase = [self._import_kwh * x / sum(shares) for x in shares]
         self._export_kwh = rnd.uniform(0.0, 50.0)
         self._import_kvarh = rnd.uniform(100.0, 400.0)
         self._export_kvarh = rnd.uniform(0.0, 10.0)
@@ -156,6 +161,8 @@ class Sdm630(Device):
         # Energy: this load only imports (the export counters stay where they are, which is
         # still "never decreasing"); float64 accumulators, so tiny steps are not lost.
         self._import_kwh += total_p * hours / 1000
+        for phase in range(3):
+            self._import_kwh_phase[phase] += active[phase] * hours / 1000
         self._import_kvarh += total_q * hours / 1000
         self._kvah += total_s * hours / 1000
         self._amp_hours += sum(current) * hours
@@ -201,6 +208,11 @@ class Sdm630(Device):
         values[224] = f32(_neutral_current(current, power_factor))
         values[342] = f32(self._import_kwh + self._export_kwh)
         values[344] = f32(self._import_kvarh + self._export_kvarh)
+        export_phase = self._export_kwh / 3
+        for phase in range(3):
+            values[346 + 2 * phase] = f32(self._import_kwh_phase[phase])
+            values[352 + 2 * phase] = f32(export_phase)
+            values[358 + 2 * phase] = f32(self._import_kwh_phase[phase] + export_phase)
         self.published = values
         return values
 
