@@ -289,6 +289,7 @@ def _pid_after_the_end(instance, run_id: str) -> ProcSampler | None:
 def measure(instance, run_id: str, launched: float, sampler: ProcSampler | None) -> dict:
     """One run's figures from its own event log (see the module docstring)."""
     from dagster import DagsterEventType
+    from dagster._serdes import serialize_value
 
     entries = instance.all_logs(run_id)
     run = instance.get_run_by_id(run_id)
@@ -340,6 +341,9 @@ def measure(instance, run_id: str, launched: float, sampler: ProcSampler | None)
         "seconds": total,
         "stages": stages,
         "events": len(entries),
+        #: What the run's event rows hold: each entry as the event log stores it (its `event`
+        #: column is the serialized entry), for the capacity section's database size.
+        "event_bytes": sum(len(serialize_value(entry).encode()) for entry in entries),
         "cpu_s": sampler.cpu_s if sampler else None,
         "vmhwm_kb": sampler.vmhwm_kb if sampler else None,
         "proc_samples": sampler.samples if sampler else 0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import textwrap
 
+from bench import capacity as groups_capacity
 from bench.report import (
     COLD_TARGETS,
     POINTS_PER_METER,
@@ -937,6 +938,7 @@ the original's method reads 10 meters at a time.
 {verdicts_table(run)}
 
 {cold_section(run)}
+{groups_capacity.page_section(run)}
 ## Where ours spends its time
 
 Medians per stage of ours' cycles; the first cycle of each process is shown apart.
