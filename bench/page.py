@@ -738,7 +738,7 @@ Where the runs execute is Dagster's run launcher, set in `dagster.yaml` without 
 energymon: the default launcher runs them as processes of the code server ({_launcher_room(run)});
 `DockerRunLauncher` (dagster-docker) starts
 each run in its own container and `K8sRunLauncher` (dagster-k8s) as its own Kubernetes Job, on
-whichever machine has room (docs/deployment.md, "Scale-out"). Groups should follow the network
+whichever machine has room (docs/deployment.md, "Scaling out"). Groups should follow the network
 (a site, a gateway subnet), so a run sits close to its meters and an outage stays in one group.
 
 ### The next limit: InfluxDB
