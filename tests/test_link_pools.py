@@ -85,7 +85,7 @@ def registry(tmp_path: Path, gateway_a: Gateway, gateway_b: Gateway) -> str:
         for meter_id, gateway, unit, group in meters:
             queries.add_meter(engine, {"id": meter_id, "host": "127.0.0.1", "port": gateway.port,
                                        "slave_address": unit, "type": "gw", "poll_group": group,
-                                       "timeout_s": 2})  # fmt: skip
+                                       "timeout_s": 5})  # fmt: skip
     finally:
         engine.dispose()
     return url
@@ -126,7 +126,8 @@ def dagster_home(tmp_path: Path, pools: bool, storage_url: str | None = None) ->
 
 class PoolWatch:
     """What the UI's pool page would show while the runs go: the most slots claimed and steps
-    waiting at once, sampled from the instance's concurrency storage every 20 ms."""
+    waiting at once, sampled from the instance's concurrency storage every 50 ms (the gateways share this
+    process: a busier watch would starve them of the GIL on a loaded machine)."""
 
     def __init__(self, home: Path, pool: str) -> None:
         self.home, self.pool = home, pool
@@ -143,7 +144,7 @@ class PoolWatch:
                 self.max_claimed = max(self.max_claimed, len(info.claimed_slots))
                 self.max_waiting = max(self.max_waiting, len(waiting))
                 self.waiting_runs.update(p.run_id for p in waiting)
-                self._stop.wait(0.02)
+                self._stop.wait(0.05)
 
     def __enter__(self) -> PoolWatch:
         self._thread.start()

@@ -221,20 +221,25 @@ async def read_meters(
                     await asyncio.sleep(delay)
                 try:
                     async with link_guard(link) if link_guard else contextlib.nullcontext():
-                        queue = list(members)
-                        await asyncio.gather(*(serve(c, queue) for c in connections))
+                        try:
+                            queue = list(members)
+                            await asyncio.gather(*(serve(c, queue) for c in connections))
+                        finally:
+                            if link_guard:
+                                # Held per sample: between samples another run may use the
+                                # link, and a gateway with one connection needs ours closed
+                                # for that, BEFORE the guard lets the next run in (closed
+                                # after, the next run's connection met ours still open and
+                                # was dropped at once).
+                                for connection in connections:
+                                    connection.close()
+                                await asyncio.sleep(0)  # the transports' close callbacks run
                 except LinkUnavailable as error:  # the guard's bounded wait ran out
                     left = len(times) - index  # this sample and the rest: not read this run
                     for session in members:
                         session.result.errors.append(str(error))
                         session.result.failed_values += len(session.meter.registers) * left
                     return
-                finally:
-                    if link_guard:
-                        # Held per sample: between samples another run may use the link, and
-                        # a gateway with one connection needs ours closed for that.
-                        for connection in connections:
-                            connection.close()
         finally:
             for connection in connections:
                 connection.close()
