@@ -221,6 +221,11 @@ def test_runs_on_one_link_take_turns_and_other_links_run_alongside(
     home = dagster_home(tmp_path, pools=True, storage_url=dagster_storage)
     env = environment(tmp_path, url, home)
     pool = pool_name(f"tcp:127.0.0.1:{a.port}:socket")
+    # The link's pool exists, as after a running system's first poll: several processes
+    # creating one pool at the same moment is a race in Dagster's storage (each may add a
+    # slot), not what this test is about.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
     with PoolWatch(home, pool) as watch:
         g1, by_hand, check_3, g3 = run_together(
             tmp_path, env, [poll("g1"), manual(4, 5, 6), check(3), poll("g3")]
