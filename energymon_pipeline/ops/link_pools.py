@@ -72,8 +72,10 @@ class LinkPools:
         giving each the instance's default limit the first time (as Dagster's step executor
         does for an op's pool): two queries for all the op's links instead of two per claim,
         so the links' first requests are not held up behind the instance's database."""
+        self._prepare_pools([pool_name(key) for key in link_keys])
+
+    def _prepare_pools(self, pools: list[str]) -> None:
         storage = self._instance.event_log_storage
-        pools = [pool_name(key) for key in link_keys]
         if not storage.supports_global_concurrency_limits:
             self._limited_pools.update(dict.fromkeys(pools, False))
             return
@@ -93,7 +95,7 @@ class LinkPools:
 
     def _limited(self, pool: str) -> bool:
         if pool not in self._limited_pools:
-            self.prepare([pool[len(POOL_PREFIX) :]])
+            self._prepare_pools([pool])
         return self._limited_pools[pool]
 
     def _holders(self, pool: str) -> str:
