@@ -117,11 +117,11 @@ class BlockRead:
 
 _FRAMERS = {"socket": FramerType.SOCKET, "rtu": FramerType.RTU}
 
-#: How long a first connect a peer drops at once is retried (see ModbusConnection._connect).
+#: How long a first connect a peer drops at once is retried (see ModbusConnection.read).
 FIRST_CONNECT_RETRY_S = 0.5
-#: A pause after connecting (unless the link has its own), in which a peer that drops the new
-#: connection at once is seen doing so before the first request is sent.
-ACCEPT_SETTLE_S = 0.01
+#: The error of a request on a connection the peer closed before any answer on it: a gateway
+#: at its connection limit accepts and drops at once (discover stops a scan on it).
+_DROPPED_AT_ONCE = "right after accepting the connection"
 
 
 # --- checking a received buffer against the request it should answer --------------------
@@ -423,22 +423,25 @@ class ModbusConnection:
         while True:
             if self._stale or self._hung_up:
                 self.close()
-            reconnected = False
+            opened = False
             if not self.connected:
-                reconnected = self._was_connected
                 error = await self._connect(meter, started, patience_s)
                 if error is not None:
                     return self._result(request, None, error, started)
+                opened = True
             block = await self._request(request, meter, started)
-            # A gateway busy with the old connection may accept the new one and then drop
-            # it (see _connect): try again while the meter's timeout lasts.
-            if (
-                block.error is None
-                or block.error.kind is not ErrorKind.CLOSED
-                or not reconnected
-                or time.monotonic() + pause - started > patience_s
-            ):
+            if block.error is None or block.error.kind is not ErrorKind.CLOSED or not opened:
                 return block
+            # Closed before answering the first request on a new connection: a gateway at its
+            # connection limit accepts and drops at once (also one that has not yet seen
+            # another run's connection close, or is busy with the answer a timeout abandoned).
+            # Reads are idempotent: try again on a new connection while the patience lasts.
+            # Sending at once and retrying costs nothing when the peer keeps the connection,
+            # where a pause after every connect to watch for the drop cost each one its time.
+            if time.monotonic() + pause - started > patience_s:
+                return self._result(
+                    request, None, ReadError(ErrorKind.CLOSED, _DROPPED_AT_ONCE), started
+                )
             await asyncio.sleep(pause)
             pause = min(2 * pause, 0.5)
 
@@ -500,26 +503,21 @@ class ModbusConnection:
     async def _connect(
         self, meter: Endpoint, started: float, patience_s: float
     ) -> ReadError | None:
-        """Connect for `meter`'s request, retrying until the meter's timeout is spent while
-        the peer drops the connection right after accepting it, or refuses a reconnect (after
-        a fault closed this link's last connection): a gateway that allows few connections may
-        still hold the old one (busy with the answer a timeout abandoned, or not yet aware
-        that another run's connection closed)."""
+        """Connect for `meter`'s request, retrying until the patience is spent while the
+        peer drops the connection before the first request (seen during a link's
+        connect_delay_s) or refuses a reconnect (after a fault closed this link's last
+        connection): a gateway that allows few connections may still hold the old one (busy
+        with the answer a timeout abandoned, or not yet aware that another run's connection
+        closed). A drop after the first request is sent is `read`'s to retry."""
         pause = 0.05
         while True:
             error = await self.open()
-            if error is None and self.endpoint.connect_delay_s <= 0:
-                # Give a drop right after the accept (a gateway at its limit) time to arrive.
-                await asyncio.sleep(ACCEPT_SETTLE_S)
             if error is None and (self._hung_up or not self.connected):
-                error = ReadError(ErrorKind.CLOSED, "right after accepting the connection")
+                error = ReadError(ErrorKind.CLOSED, _DROPPED_AT_ONCE)
             if error is None:
                 self._was_connected = True
                 return None
             self.close()
-            # Dropped right after accepting: a gateway at its connection limit (also one that
-            # has not yet seen another run's connection close). Refused on a reconnect: one
-            # that turns connections away while busy with the old one.
             retry = error.kind is ErrorKind.CLOSED or (
                 self._was_connected and error.kind is ErrorKind.REFUSED
             )

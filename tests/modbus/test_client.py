@@ -86,12 +86,13 @@ def test_each_fault_is_named_and_costs_only_its_meter(peers, modbus_server, capl
         "v": 230.125, "w": -1.5
     }  # fmt: skip
 
-    # Hanging up ends the sample (the next request would meet the same), on the first request.
-    assert len(at_once.errors) == 1
-    assert at_once.errors[0].startswith(f"{V}: connection closed by the device")
-    assert after_request.errors == [f"{V}: connection closed by the device"]
+    # Hanging up on a new connection before answering is what a gateway at its connection
+    # limit does: the read is tried again on new connections for FIRST_CONNECT_RETRY_S, then
+    # the sample ends (the next request would meet the same).
+    dropped = f"{V}: connection closed by the device: right after accepting the connection"
+    assert at_once.errors == after_request.errors == [dropped]
     assert at_once.failed_values == after_request.failed_values == 2
-    assert len(started["closes_after_request"].requests) == 1
+    assert 2 <= len(started["closes_after_request"].requests) <= 6
 
     # A broken answer costs its own request; the next one goes out on a new connection.
     shown = garbage[:16].hex(" ")

@@ -193,7 +193,7 @@ def test_probe_labels_coils_and_discrete_inputs(energymon, modbus_server):
 #: What each misbehaving peer (see conftest.py) is reported as, for one INT16 register.
 FAULTS = {
     "closes_at_once": "connection closed by the device",
-    "closes_after_request": "connection closed by the device",
+    "closes_after_request": "connection closed by the device: right after accepting the connection",
     "answers_garbage": "malformed response: not a Modbus TCP frame (protocol id ",
     "byte_count_too_large": (
         "malformed response: response byte count 4 does not match the 2 data bytes sent"
