@@ -88,3 +88,41 @@ def test_prepare_gives_every_link_its_pool_once_and_claims_need_no_more_lookups(
     assert first.claim(late, late) is True
     with pytest.raises(LinkUnavailable):
         pools(instance, "run-b", wait_s=0.1).claim(late, late)
+
+
+def test_pools_found_with_their_limit_cost_one_lookup_for_all(instance):
+    keys = [f"tcp:10.0.0.{n}:502:socket" for n in range(1, 11)]
+    pools(instance, "run-a").prepare(keys)
+    storage = instance.event_log_storage
+    asked = []
+
+    def counted(name):
+        original = getattr(storage, name)
+
+        def call(*args):
+            asked.append(name)
+            return original(*args)
+
+        return call
+
+    watched = ("get_pool_limits", "initialize_concurrency_limit_to_default")
+    for name in watched:
+        setattr(storage, name, counted(name))
+    try:
+        pools(instance, "run-b").prepare(keys)
+    finally:
+        for name in watched:
+            delattr(storage, name)  # the storage's own methods again
+    assert asked == ["get_pool_limits"]
+
+
+def test_a_limit_raised_by_hand_is_kept_and_used_in_full(instance):
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots(pool_name(KEY), 2)  # as the UI or `dagster instance concurrency`
+    first, second = pools(instance, "run-a"), pools(instance, "run-b")
+    first.prepare([KEY])
+    info = storage.get_concurrency_info(pool_name(KEY))
+    assert (info.limit, info.slot_count, info.using_default_limit) == (2, 2, False)
+    assert first.claim(KEY, "10.0.0.5:502") and second.claim(KEY, "10.0.0.5:502")
+    with pytest.raises(LinkUnavailable, match="held by run run-a, run-b"):
+        pools(instance, "run-c", wait_s=0.1).claim(KEY, "10.0.0.5:502")

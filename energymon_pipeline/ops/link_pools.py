@@ -21,6 +21,13 @@ are not guarded across runs, and the first claim says so in the log. A slot left
 crashed run is freed by the run monitoring daemon (`run_monitoring:
 free_slots_after_run_end_seconds`). Every wait is bounded: a link still busy after the op's
 `link_wait_s` is not read in this run (its meters fail with "link busy").
+
+Two claims racing for a pool's last free slot could both win with Dagster's own
+`claim_concurrency_slot` (dagster 1.13.27: it picks a free slot, then takes it by id without
+checking it is still free, so the later claim overwrites the earlier one's row and both runs read
+the link), and first uses racing to create a pool make the losers' creation fail on
+PostgreSQL. So the slot is taken with one conditional update that only a free slot satisfies, and
+a pool another process created first is simply read back.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 
 import dagster as dg
+import sqlalchemy as sa
+from dagster._core.storage.event_log.schema import ConcurrencySlotsTable
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 
 from energymon_pipeline.modbus.links import Link, LinkUnavailable
 
@@ -42,6 +52,30 @@ POLL_INTERVAL_S = 0.25
 def pool_name(link_key: str) -> str:
     """The link's pool: Dagster pool names are any non-whitespace characters."""
     return POOL_PREFIX + "".join("_" if c.isspace() else c for c in link_key)
+
+
+def _take_free_slot(storage: SqlEventLogStorage, pool: str, run_id: str, step_key: str) -> bool:
+    """Dagster's slot claim with its race closed: the update itself requires the slot to be
+    free, so of two claims that picked the same slot only one changes a row (SQLite serializes
+    the writes; PostgreSQL re-checks the condition after waiting for the other's row lock)."""
+    slots = ConcurrencySlotsTable
+    free = (
+        sa.select(slots.c.id)
+        .where(
+            slots.c.concurrency_key == pool,
+            slots.c.step_key.is_(None),
+            slots.c.deleted == sa.false(),
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+    with storage.index_transaction() as conn:
+        taken = conn.execute(
+            slots.update()
+            .where(slots.c.id == free, slots.c.step_key.is_(None))
+            .values(run_id=run_id, step_key=step_key)
+        )
+        return taken.rowcount == 1
 
 
 class LinkPools:
@@ -82,15 +116,24 @@ class LinkPools:
         default = storage.get_pool_config().default_pool_limit
         limits = {p.name: p for p in storage.get_pool_limits()}
         changed = False
+        raced: dict[str, sa.exc.DBAPIError] = {}
         for pool in pools:
             current = limits.get(pool)
             if (current is None and default is not None) or (
                 current is not None and current.from_default and current.limit != default
             ):
-                storage.initialize_concurrency_limit_to_default(pool)
+                try:
+                    storage.initialize_concurrency_limit_to_default(pool)
+                except sa.exc.DBAPIError as error:
+                    # On PostgreSQL, a pool another process inserted first makes the insert
+                    # abort the whole transaction: that pool is read back below instead.
+                    raced[pool] = error
                 changed = True
         if changed:
             limits = {p.name: p for p in storage.get_pool_limits()}
+        for pool, error in raced.items():
+            if pool not in limits:  # not a race: the storage itself failed
+                raise error
         self._limited_pools.update({pool: pool in limits for pool in pools})
 
     def _limited(self, pool: str) -> bool:
@@ -102,6 +145,21 @@ class LinkPools:
         info = self._instance.event_log_storage.get_concurrency_info(pool)
         runs = sorted({s.run_id for s in info.claimed_slots if s.run_id != self._run_id})
         return ", ".join(runs) or "another run"
+
+    def _claim_once(self, pool: str, step_key: str) -> bool:
+        """One attempt, as `claim_concurrency_slot` makes it (join the pool's queue, take a slot
+        once the queue assigns one) but taking the slot with `_take_free_slot`."""
+        storage = self._instance.event_log_storage
+        if not isinstance(storage, SqlEventLogStorage):
+            return storage.claim_concurrency_slot(pool, self._run_id, step_key).is_claimed
+        if not storage.has_pending_step(pool, self._run_id, step_key):
+            storage.add_pending_step(
+                pool, self._run_id, step_key, should_assign=storage.has_unassigned_slots(pool)
+            )
+        status = storage.check_concurrency_claim(pool, self._run_id, step_key)
+        if status.is_claimed:
+            return True
+        return status.is_assigned and _take_free_slot(storage, pool, self._run_id, step_key)
 
     def claim(self, link_key: str, name: str) -> bool:
         """Block until this run holds a slot of the link's pool (True), or the pool has no
@@ -120,8 +178,7 @@ class LinkPools:
         deadline = time.monotonic() + self._wait_s
         waiting_since = None
         while True:
-            status = storage.claim_concurrency_slot(pool, self._run_id, step_key)
-            if status.is_claimed:
+            if self._claim_once(pool, step_key):
                 if waiting_since is not None:
                     self._log.info(
                         f"link {name}: got pool {pool} after "
