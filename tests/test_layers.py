@@ -130,7 +130,7 @@ def test_the_walk_finds_what_is_there():
     """The checks above would pass vacuously if the walk missed imports: it does not."""
     poll = reached_from("energymon_pipeline.ops.poll")
     assert "dagster" in poll
-    assert "energymon_pipeline.readings" in poll and "pandera" in poll
+    assert "energymon_pipeline.readings" in poll and "pandas" in poll  # readings: in the op
     lazy = imports_of("energymon_pipeline.commands.configured")  # WritePath: inside a function
     assert {SETTINGS, "energymon_pipeline.influx.write_path"} <= lazy
     # Only a type checker reads this import of poll_health's, so it is not followed.

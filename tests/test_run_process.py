@@ -15,27 +15,52 @@ from energymon_pipeline import readings
 from energymon_pipeline.modbus.reader import MeterResult, Reading
 from energymon_pipeline.modbus.types import DataType, Endpoint, MeterSpec, RegisterSpec
 from energymon_pipeline.ops.types import ReadingsFrame
+from energymon_pipeline.readings_model import ReadingsModel
 
 NOT_FOR_A_RUN = ("alembic", "energymon_pipeline.commands", "virtual_server", "sunspec2")
+#: Imported by a run while it reads (ops/warmup.py), not with the code location.
+AFTER_THE_READ = ("pandas", "pandera", "dagster_pandera", "influxdb", "requests")
+
+
+def _loaded_by(script: str) -> list[str]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import json, sys\n{script}\nprint(json.dumps(sorted(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "dagster" in loaded and "energymon_pipeline.ops.poll" in loaded  # the walk is real
+    return loaded
+
+
+def _of(loaded: list[str], packages: tuple[str, ...]) -> list[str]:
+    return [m for m in loaded if m.split(".")[0] in packages or m.startswith(packages)]
 
 
 def test_loading_the_code_location_imports_no_migrations_cli_or_simulator():
     """A run process loads energymon_pipeline.definitions; Alembic (migrations), the CLI and
     the virtual server are imported where they are used, never by a poll run."""
-    script = (
-        "import json, sys\n"
+    assert _of(_loaded_by("import energymon_pipeline.definitions"), NOT_FOR_A_RUN) == []
+
+
+def test_pandas_and_the_influxdb_client_are_imported_while_the_run_reads():
+    """Not with the code location (a run imports it before its first request): the warm-up
+    the first op starts imports them, and the ops that use them find them loaded."""
+    loaded = _loaded_by("import energymon_pipeline.definitions")
+    assert _of(loaded, AFTER_THE_READ) == []
+    warmed = _loaded_by(
         "import energymon_pipeline.definitions\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
+        "from energymon_pipeline.ops import warmup\n"
+        "warmup.start(); warmup.wait(100)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
-    )
-    loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "dagster" in loaded and "energymon_pipeline.ops.poll" in loaded  # the walk is real
-    unwanted = [
-        m for m in loaded if m.split(".")[0] in NOT_FOR_A_RUN or m.startswith(NOT_FOR_A_RUN)
-    ]
-    assert unwanted == []
+    assert {"pandas", "influxdb", "requests", "energymon_pipeline.readings"} <= set(warmed)
+    assert _of(warmed, ("pandera", "dagster_pandera")) == []  # the model is the tests' only
 
 
 def _results() -> list[MeterResult]:
@@ -57,9 +82,21 @@ def test_the_readings_type_accepts_the_validated_frame_without_validating_it_aga
     frame = readings.validate(_results()).frame
     assert dg.check_dagster_type(ReadingsFrame, frame).success
     assert dg.check_dagster_type(ReadingsFrame, readings.empty_frame()).success
-    # The schema the UI shows is still the pandera model's.
-    schema = ReadingsFrame.metadata["schema"].schema
-    assert [c.name for c in schema.columns] == list(readings.ReadingsModel.to_schema().columns)
+
+
+def test_the_readings_type_shows_what_dagster_pandera_derives_from_the_model():
+    """The UI's name, description and column schema are the pandera model's, written out as
+    data so that a run does not import pandera (readings_schema.py)."""
+    import warnings
+
+    from dagster_pandera import pandera_schema_to_dagster_type
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        derived = pandera_schema_to_dagster_type(ReadingsModel)
+    assert ReadingsFrame.unique_name == derived.unique_name == "ReadingsModel"
+    assert ReadingsFrame.description == derived.description
+    assert ReadingsFrame.metadata == derived.metadata
 
 
 def test_the_readings_type_refuses_what_validate_did_not_build():
@@ -103,7 +140,7 @@ def test_validate_builds_frames_the_pandera_model_accepts():
     )
     for what, results in shapes.items():
         validated = readings.validate(results)
-        checked = readings.ReadingsModel.validate(validated.frame)
+        checked = ReadingsModel.validate(validated.frame)
         assert list(checked.dtypes) == list(validated.frame.dtypes), what
     frame = readings.validate(shapes["dropped and kept, no description or unit, two samples"])
     assert frame.frame["value"].tolist() == [12.5, 231.0]

@@ -23,9 +23,12 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,8 @@ FIELD = "value"
 POLL_MEASUREMENT = "energymon_poll"
 READING_COLUMNS = ("time", "meter_id", "description", "meter_type", "measurement", "unit", "value")
 
-_EPOCH = pd.Timestamp(0, tz="UTC")
-_ONE_MS = pd.Timedelta(milliseconds=1)
+# pandas is imported by the functions that use it: a poll run's process imports this module
+# with its code location, before it reads, and pandas only after (ops/warmup.py).
 
 # Line protocol escapes with a backslash: commas and spaces in measurement names; commas,
 # spaces and equals signs in tag keys and values. Newlines cannot be escaped at all.
@@ -96,6 +99,8 @@ def _present(value: object) -> bool:
         return False
     if isinstance(value, float) and math.isnan(value):
         return False
+    import pandas as pd
+
     return value is not pd.NA and value is not pd.NaT and str(value) != ""
 
 
@@ -112,10 +117,12 @@ def tag_set(tags: dict[str, object]) -> str:
 def timestamp_ms(moment: datetime | pd.Timestamp) -> int:
     """Milliseconds since the epoch of a timezone-aware datetime (naive ones are refused:
     their meaning depends on the machine's TZ)."""
+    import pandas as pd
+
     stamp = pd.Timestamp(moment)
     if stamp.tzinfo is None:
         raise PointError(f"timestamp {moment!r} has no timezone; readings are stamped in UTC")
-    return (stamp - _EPOCH) // _ONE_MS
+    return (stamp - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
 
 
 def _float_text(value: float) -> str:
@@ -144,6 +151,8 @@ def encode_readings(readings: pd.DataFrame) -> EncodedReadings:
     left out and counted against their meter, with one warning per meter and reason. A frame
     without the columns or with naive timestamps is a bug upstream and raises PointError.
     """
+    import pandas as pd
+
     missing = [column for column in READING_COLUMNS if column not in readings.columns]
     if missing:
         raise PointError(f"readings lack the column(s) {', '.join(missing)}")
@@ -165,7 +174,8 @@ def encode_readings(readings: pd.DataFrame) -> EncodedReadings:
         values = values[keep]
         meter_ids = readings["meter_id"].tolist()
         times = readings["time"]
-    stamps = ((times - _EPOCH) // _ONE_MS).astype("int64").to_numpy()
+    epoch, one_ms = pd.Timestamp(0, tz="UTC"), pd.Timedelta(milliseconds=1)
+    stamps = ((times - epoch) // one_ms).astype("int64").to_numpy()
 
     # A line is its measurement's text, its unit's tag and its meter's tags (tag keys sort as
     # dataunit < description < id < type), then the value and the time. Each distinct
@@ -220,12 +230,16 @@ def encode_readings(readings: pd.DataFrame) -> EncodedReadings:
 
 def _encode_distinct(column: pd.Series, encode) -> tuple[np.ndarray, list[str | PointError]]:
     """Row codes into the column's distinct values, and each distinct value encoded."""
+    import pandas as pd
+
     codes, distinct = pd.factorize(column, use_na_sentinel=False)
     return codes, [_encoded(encode, value) for value in distinct]
 
 
 def _encode_distinct_meters(readings: pd.DataFrame) -> tuple[np.ndarray, list[str | PointError]]:
     """Row codes into the distinct (description, meter id, type) triples, and their tag sets."""
+    import pandas as pd
+
     codes = np.zeros(len(readings), dtype=np.int64)
     for name in ("description", "meter_id", "meter_type"):
         column_codes, distinct = pd.factorize(readings[name], use_na_sentinel=False)

@@ -10,10 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import requests
-from influxdb import InfluxDBClient
-from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
+from typing import TYPE_CHECKING
 
 from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.influx.points import PRECISION
@@ -23,7 +20,27 @@ from energymon_pipeline.influx.retention import retention_hours
 # goes out in several requests (re-sending all of them after a failure is harmless).
 DEFAULT_BATCH_SIZE = 5000
 _MAX_DETAIL = 300
-_CLIENT_ERRORS = (InfluxDBClientError, InfluxDBServerError, requests.exceptions.RequestException)
+
+if TYPE_CHECKING:
+    import requests
+
+# The InfluxDB client (with requests, and pandas, which it imports) is imported when a writer
+# is made, not with this module: a poll run's process imports it before it reads a meter and
+# needs it only after (ops/warmup.py imports it meanwhile).
+
+
+def _client_errors() -> tuple[type[Exception], ...]:
+    """What the client raises: `except _client_errors()` is evaluated only for an exception."""
+    import requests
+    from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
+
+    return (InfluxDBClientError, InfluxDBServerError, requests.exceptions.RequestException)
+
+
+def _client_error() -> type[Exception]:
+    from influxdb.exceptions import InfluxDBClientError
+
+    return InfluxDBClientError
 
 
 @dataclass(frozen=True)
@@ -114,6 +131,8 @@ def _detail(content: object) -> str:
 
 
 def _connection_reason(error: requests.exceptions.RequestException) -> str:
+    import requests
+
     if isinstance(error, requests.exceptions.SSLError):
         return "TLS handshake failed"
     text = str(error)
@@ -152,6 +171,8 @@ class InfluxWriter:
         self.target = target
         self.create_database = create_database
         self.batch_size = batch_size
+        from influxdb import InfluxDBClient
+
         self._client = InfluxDBClient(
             host=target.host,
             port=target.port,
@@ -184,11 +205,11 @@ class InfluxWriter:
         try:
             self._write(lines)
             return
-        except InfluxDBClientError as error:
+        except _client_error() as error:
             if error.code != 404 or "database not found" not in _detail(error.content):
                 raise self._classify(error, "write") from error
             missing = error
-        except _CLIENT_ERRORS as error:
+        except _client_errors() as error:
             raise self._classify(error, "write") from error
         if not self.create_database:
             raise InfluxDatabaseMissing(
@@ -198,7 +219,7 @@ class InfluxWriter:
         self.ensure_database()
         try:
             self._write(lines)
-        except _CLIENT_ERRORS as error:
+        except _client_errors() as error:
             raise self._classify(error, "write") from error
 
     def _write(self, lines: Sequence[str]) -> None:
@@ -216,11 +237,11 @@ class InfluxWriter:
         per series. A missing database reads as no series."""
         try:
             result = self._client.query(q, database=self.target.database, epoch=epoch)
-        except InfluxDBClientError as error:
+        except _client_error() as error:
             if "database not found" in _detail(error.content):
                 return []
             raise self._classify(error, "query") from error
-        except _CLIENT_ERRORS as error:
+        except _client_errors() as error:
             raise self._classify(error, "query") from error
         series = []
         for (measurement, tags), rows in result.items():
@@ -236,7 +257,7 @@ class InfluxWriter:
             if database in existing:
                 return
             self._client.create_database(database)
-        except InfluxDBClientError as error:
+        except _client_error() as error:
             if error.code == 403:
                 user = self.target.username or "(anonymous)"
                 raise InfluxDatabaseMissing(
@@ -246,7 +267,7 @@ class InfluxWriter:
                     "user WRITE on it"
                 ) from error
             raise self._classify(error, "create database") from error
-        except _CLIENT_ERRORS as error:
+        except _client_errors() as error:
             raise self._classify(error, "create database") from error
 
     def ensure_retention_policy(self, name: str, duration: str) -> None:
@@ -267,7 +288,7 @@ class InfluxWriter:
                 )
             else:
                 self._client.alter_retention_policy(name, database=database, duration=duration)
-        except InfluxDBClientError as error:
+        except _client_error() as error:
             if error.code == 403:
                 verb = "ALTER" if name in existing else "CREATE"
                 extra = "" if name in existing else " REPLICATION 1"
@@ -277,17 +298,20 @@ class InfluxWriter:
                     f'{verb} RETENTION POLICY "{name}" ON "{database}" DURATION {duration}{extra}'
                 ) from error
             raise self._classify(error, f"retention policy {name}") from error
-        except _CLIENT_ERRORS as error:
+        except _client_errors() as error:
             raise self._classify(error, f"retention policy {name}") from error
 
     def ping(self) -> str:
         """The server's version; raises the classified error when it does not answer."""
         try:
             return self._client.ping()
-        except _CLIENT_ERRORS as error:
+        except _client_errors() as error:
             raise self._classify(error, "ping") from error
 
     def _classify(self, error: Exception, action: str) -> InfluxError:
+        import requests
+        from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
+
         where = self.target.where
         if isinstance(error, requests.exceptions.Timeout) and not isinstance(
             error, requests.exceptions.ConnectTimeout

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
-from energymon_pipeline import readings
 from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.modbus.links import group_links
 from energymon_pipeline.modbus.reader import DEFAULT_CONCURRENCY, MeterResult
 from energymon_pipeline.modbus.reader import read_meters as read_all
+from energymon_pipeline.ops import warmup
 from energymon_pipeline.ops.alerts import AlertsResource, record_meter_states
 from energymon_pipeline.ops.link_pools import LinkPools
 from energymon_pipeline.ops.types import PollPlan, ReadingsFrame
@@ -58,6 +58,7 @@ def sample_times(seconds: list[int], minute: datetime, now: float) -> list[float
 def load_definitions(
     context: dg.OpExecutionContext, config: PollConfig, registry: RegistryResource
 ) -> PollPlan:
+    warmup.start()  # what validate and write import, imported while this op and the read run
     try:
         definitions = load_registry(
             registry.engine(), meter_ids=config.meter_ids, group=config.group
@@ -169,6 +170,9 @@ def _save_learnt_splits(
     },
 )
 def validate_readings(context: dg.OpExecutionContext, results: list[MeterResult]):
+    warmup.wait()
+    from energymon_pipeline import readings  # pandas: imported while the meters were read
+
     validated = readings.validate(results)
     for (meter_id, reason), count in sorted(validated.dropped.items()):
         context.log.warning(f"meter {meter_id}: dropped {count} value(s): {reason}")

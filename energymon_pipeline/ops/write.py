@@ -17,12 +17,12 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import dagster as dg
-import pandas as pd
 
 from energymon_pipeline.influx.poll_health import MeterCounts, meter_ok, poll_batch
 from energymon_pipeline.influx.spool import SpoolBusy
 from energymon_pipeline.influx.write_path import WriteOutcome
 from energymon_pipeline.modbus.reader import MeterResult
+from energymon_pipeline.ops import warmup
 from energymon_pipeline.ops.types import PollPlan, ReadingsFrame
 from energymon_pipeline.resources import InfluxResource
 
@@ -48,7 +48,8 @@ def write_readings(
     dropped: dict,
     influx: InfluxResource,
 ) -> None:
-    frame: pd.DataFrame = readings
+    frame = readings  # a pandas DataFrame (ReadingsFrame's check)
+    warmup.wait()  # the InfluxDB client's imports, made while the meters were read
     now = datetime.now(UTC)
     batch = poll_batch(results, frame, Counter(dropped), now, plan.due)
     for (meter_id, reason), count in sorted(batch.unencodable.items(), key=str):

@@ -49,7 +49,15 @@ def with_learnt_splits(connection: Connection, meters: list[MeterSpec]) -> list[
     if not meters:
         return meters
     by_id = {meter.meter_id: meter for meter in meters}
-    digests = {meter_id: register_map_digest(meter) for meter_id, meter in by_id.items()}
+    # Meters of one type share their registers tuple (registry/definitions.py): one digest
+    # per type and plan options, not one per meter, in every run's first op.
+    shared: dict[tuple, str] = {}
+    digests = {}
+    for meter_id, meter in by_id.items():
+        key = (meter.meter_type, id(meter.registers), meter.plan_options)
+        if key not in shared:
+            shared[key] = register_map_digest(meter)
+        digests[meter_id] = shared[key]
     rows = connection.execute(
         sa.select(
             meter_learnt_splits.c.meter_id,
