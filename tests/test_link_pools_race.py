@@ -11,12 +11,14 @@ the pool (InFailedSqlTransaction)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
@@ -38,10 +40,48 @@ def link_key(round_: int) -> str:
     return f"tcp:10.0.1.{round_}:502:socket"
 
 
-def race(home: str, barrier, holding, most, results) -> None:
-    """One worker: every round, prepare and claim that round's new pool with the others."""
+def _count(holding, most, by: int) -> None:
+    with holding.get_lock():
+        holding.value += by
+        most.value = max(most.value, holding.value)
+
+
+def _held_by_claim(pools: LinkPools, key: str, counters) -> bool:
+    """Dagster-style, one link: `claim` (the connectivity check's `hold_sync`)."""
+    claimed = pools.claim(key, key)
+    if claimed:
+        _count(*counters[0], 1)
+        time.sleep(HOLD_S)
+        _count(*counters[0], -1)
+        pools.release(key)
+    return claimed
+
+
+def _held_by_hold(pools: LinkPools, key: str, counters) -> bool:
+    """As a poll's read does: two links asking in one event loop turn (one transaction for
+    both when both are free), each held while it is read."""
+    keys = (key, key.replace("10.0.1.", "10.0.2."))
+
+    async def read(index: int) -> None:
+        link = SimpleNamespace(key=keys[index], endpoint=SimpleNamespace(link_name=keys[index]))
+        async with pools.hold(link):
+            _count(*counters[index], 1)
+            await asyncio.sleep(HOLD_S)
+            _count(*counters[index], -1)
+
+    async def both() -> None:
+        await asyncio.gather(read(0), read(1))
+
+    pools.prepare(keys)
+    asyncio.run(both())
+    return True
+
+
+def race(home: str, mode: str, barrier, counters, results) -> None:
+    """One worker: every round, prepare and claim that round's new pool(s) with the others."""
     os.environ["DAGSTER_HOME"] = home
     outcomes = []
+    held = _held_by_claim if mode == "claim" else _held_by_hold
     with dg.DagsterInstance.get() as instance:
         instance.event_log_storage.get_pool_limits()  # schema checks done before the race
         for round_ in range(ROUNDS):
@@ -52,19 +92,9 @@ def race(home: str, barrier, holding, most, results) -> None:
             barrier.wait(timeout=60)
             try:
                 pools.prepare([key])
-                claimed = pools.claim(key, key)
+                outcomes.append(held(pools, key, counters))
             except Exception as error:  # reported to the test, which fails on it
                 outcomes.append(repr(error)[:300])
-                continue
-            if claimed:
-                with holding.get_lock():
-                    holding.value += 1
-                    most.value = max(most.value, holding.value)
-                time.sleep(HOLD_S)
-                with holding.get_lock():
-                    holding.value -= 1
-                pools.release(key)
-            outcomes.append(claimed)
     results.put(outcomes)
 
 
@@ -87,16 +117,18 @@ def dagster_home(request, tmp_path: Path) -> Path:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def test_runs_racing_for_a_new_link_pool_hold_it_one_at_a_time(dagster_home, monkeypatch):
+@pytest.mark.parametrize("mode", ["claim", "hold"])
+def test_runs_racing_for_a_new_link_pool_hold_it_one_at_a_time(dagster_home, mode, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
     with dg.DagsterInstance.get() as instance:
         instance.event_log_storage.get_pool_limits()  # creates the schema once
     context = multiprocessing.get_context("spawn")  # no forked copies of Dagster's threads
     barrier = context.Barrier(WORKERS)
-    holding, most = context.Value("i", 0), context.Value("i", 0)
+    # Per link: (holders now, most holders at once).
+    counters = [(context.Value("i", 0), context.Value("i", 0)) for _ in range(2)]
     results = context.Queue()
     workers = [
-        context.Process(target=race, args=(str(dagster_home), barrier, holding, most, results))
+        context.Process(target=race, args=(str(dagster_home), mode, barrier, counters, results))
         for _ in range(WORKERS)
     ]
     for worker in workers:
@@ -109,11 +141,13 @@ def test_runs_racing_for_a_new_link_pool_hold_it_one_at_a_time(dagster_home, mon
             if worker.is_alive():
                 worker.kill()
     assert outcomes == [[True] * ROUNDS] * WORKERS
-    assert most.value == 1
+    assert [most.value for _, most in counters] == ([1, 1] if mode == "hold" else [1, 0])
+    keys = [link_key(r) for r in range(ROUNDS)]
+    if mode == "hold":
+        keys += [key.replace("10.0.1.", "10.0.2.") for key in keys]
     with dg.DagsterInstance.get() as instance:
-        infos = instance.event_log_storage.get_concurrency_infos(
-            [pool_name(link_key(r)) for r in range(ROUNDS)]
-        )
+        infos = instance.event_log_storage.get_concurrency_infos([pool_name(k) for k in keys])
+    assert len(infos) == len(keys)
     for info in infos.values():
         assert (info.limit, info.slot_count, info.using_default_limit) == (1, 1, True)
         assert info.claimed_slots == [] and info.pending_steps == []

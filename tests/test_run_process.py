@@ -18,7 +18,8 @@ from energymon_pipeline.ops.types import ReadingsFrame
 from energymon_pipeline.readings_model import ReadingsModel
 
 NOT_FOR_A_RUN = ("alembic", "energymon_pipeline.commands", "virtual_server", "sunspec2")
-#: Imported by a run while it reads (ops/warmup.py), not with the code location.
+#: Imported by a run after its read or in its wait for its first second (ops/warmup.py), not
+#: with the code location.
 AFTER_THE_READ = ("pandas", "pandera", "dagster_pandera", "influxdb", "requests")
 
 
@@ -49,15 +50,23 @@ def test_loading_the_code_location_imports_no_migrations_cli_or_simulator():
     assert _of(_loaded_by("import energymon_pipeline.definitions"), NOT_FOR_A_RUN) == []
 
 
-def test_pandas_and_the_influxdb_client_are_imported_while_the_run_reads():
-    """Not with the code location (a run imports it before its first request): the warm-up
-    the first op starts imports them, and the ops that use them find them loaded."""
+def test_pandas_and_the_influxdb_client_are_imported_after_the_code_location():
+    """Not with the code location (a run imports it before its first request); a scheduled
+    run imports them while it waits for its first second, when the wait leaves time."""
     loaded = _loaded_by("import energymon_pipeline.definitions")
     assert _of(loaded, AFTER_THE_READ) == []
-    warmed = _loaded_by(
+    no_time = _loaded_by(
+        "import time\n"
         "import energymon_pipeline.definitions\n"
         "from energymon_pipeline.ops import warmup\n"
-        "warmup.start(); warmup.wait(100)"
+        "assert not warmup.before(time.time() + 0.5)"
+    )
+    assert _of(no_time, AFTER_THE_READ) == []
+    warmed = _loaded_by(
+        "import time\n"
+        "import energymon_pipeline.definitions\n"
+        "from energymon_pipeline.ops import warmup\n"
+        "assert warmup.before(time.time() + 30)"
     )
     assert {"pandas", "influxdb", "requests", "energymon_pipeline.readings"} <= set(warmed)
     assert _of(warmed, ("pandera", "dagster_pandera")) == []  # the model is the tests' only

@@ -36,13 +36,25 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import sqlalchemy as sa
-from dagster._core.storage.event_log.schema import ConcurrencySlotsTable
-from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 
 from energymon_pipeline.modbus.links import Link, LinkUnavailable
+
+if TYPE_CHECKING:
+    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+
+# Dagster's storage modules (and Alembic with them) are imported where a claim is made, not
+# with the code location: the code server, the daemon and the webserver load it too.
+
+
+def _sql_storage(storage) -> SqlEventLogStorage | None:
+    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+
+    return storage if isinstance(storage, SqlEventLogStorage) else None
+
 
 POOL_PREFIX = "energymon/link/"
 #: How often a waiting claim asks again (Dagster's own step executor backs off to 15 s).
@@ -58,7 +70,8 @@ def _take_free_slot(storage: SqlEventLogStorage, pool: str, run_id: str, step_ke
     """Dagster's slot claim with its race closed: the update itself requires the slot to be
     free, so of two claims that picked the same slot only one changes a row (SQLite serializes
     the writes; PostgreSQL re-checks the condition after waiting for the other's row lock)."""
-    slots = ConcurrencySlotsTable
+    from dagster._core.storage.event_log.schema import ConcurrencySlotsTable as slots
+
     free = (
         sa.select(slots.c.id)
         .where(
@@ -78,6 +91,108 @@ def _take_free_slot(storage: SqlEventLogStorage, pool: str, run_id: str, step_ke
         return taken.rowcount == 1
 
 
+def _take_free_slots(storage: SqlEventLogStorage, steps: dict[str, str], run_id: str) -> set[str]:
+    """`_take_free_slot` for many pools in one transaction (a read's links all start at once:
+    Dagster's own claim costs a link several statements and commits, ~9 ms of CPU each on
+    SQLite, which the read's first requests waited behind). A pool another run is queued for
+    is left out (its queue decides, `claim`), so a run never jumps that queue. `steps` maps
+    each pool to this run's step key for it; returns the pools whose slot was taken."""
+    from dagster._core.storage.event_log.schema import ConcurrencySlotsTable as slots
+    from dagster._core.storage.event_log.schema import PendingStepsTable as pending
+
+    pools = sorted(steps)
+    with storage.index_transaction() as conn:
+        queued = {
+            row[0]
+            for row in conn.execute(
+                sa.select(pending.c.concurrency_key)
+                .where(pending.c.concurrency_key.in_(pools), pending.c.run_id != run_id)
+                .distinct()
+            )
+        }
+        free = [pool for pool in pools if pool not in queued]
+        if not free:
+            return set()
+        first_free = (
+            sa.select(sa.func.min(slots.c.id))
+            .where(
+                slots.c.concurrency_key.in_(free),
+                slots.c.step_key.is_(None),
+                slots.c.deleted == sa.false(),
+            )
+            .group_by(slots.c.concurrency_key)
+        )
+        conn.execute(
+            slots.update()
+            .where(slots.c.id.in_(first_free), slots.c.step_key.is_(None))
+            .values(
+                run_id=run_id,
+                step_key=sa.case(
+                    {pool: steps[pool] for pool in free}, value=slots.c.concurrency_key
+                ),
+            )
+        )
+        taken = {
+            row[0]
+            for row in conn.execute(
+                sa.select(slots.c.concurrency_key).where(
+                    slots.c.run_id == run_id, slots.c.step_key.in_([steps[p] for p in free])
+                )
+            )
+        }
+        if taken:
+            # An assigned entry in the pool's queue, as Dagster's claim leaves: the queue
+            # counts the slot as assigned, so a run that comes next waits unassigned (the UI
+            # shows it waiting) until this run frees it.
+            mine = sa.and_(
+                pending.c.run_id == run_id,
+                pending.c.step_key.in_([steps[p] for p in taken]),
+            )
+            conn.execute(pending.delete().where(mine))
+            conn.execute(
+                pending.insert().values(
+                    [
+                        dict(
+                            run_id=run_id,
+                            step_key=steps[pool],
+                            concurrency_key=pool,
+                            priority=0,
+                            assigned_timestamp=sa.func.now(),
+                        )
+                        for pool in sorted(taken)
+                    ]
+                )
+            )
+        return taken
+
+
+def _free_slots(storage: SqlEventLogStorage, run_id: str, step_keys: list[str]) -> None:
+    """Dagster's `free_concurrency_slot_for_step` for several steps in one transaction: the
+    slots are freed (a slot the pool's limit no longer has is deleted), this run's queue entries
+    removed, and the next queued run of each pool whose assigned entry was removed assigned."""
+    from dagster._core.storage.event_log.schema import ConcurrencySlotsTable as slots
+    from dagster._core.storage.event_log.schema import PendingStepsTable as pending
+
+    ours = sa.and_(slots.c.run_id == run_id, slots.c.step_key.in_(step_keys))
+    queued = sa.and_(pending.c.run_id == run_id, pending.c.step_key.in_(step_keys))
+    with storage.index_transaction() as conn:
+        conn.execute(slots.delete().where(ours, slots.c.deleted == sa.true()))
+        conn.execute(slots.update().where(ours).values(run_id=None, step_key=None))
+        assigned = sorted(
+            {
+                row[0]
+                for row in conn.execute(
+                    sa.select(pending.c.concurrency_key).where(
+                        queued, pending.c.assigned_timestamp.isnot(None)
+                    )
+                )
+            }
+        )
+        conn.execute(pending.delete().where(queued))
+    if assigned:
+        storage.assign_pending_steps(assigned)
+
+
 class LinkPools:
     """Claims of link pools for one op of one run."""
 
@@ -92,6 +207,11 @@ class LinkPools:
         self._said_unguarded = False
         #: Whether each link's pool has a limit, asked once per op (`prepare`), not per claim.
         self._limited_pools: dict[str, bool] = {}
+        #: `hold`'s claims and releases made in one event loop turn, gathered for one
+        #: transaction: (link key, link name, future of the claim) and (link key, future).
+        self._to_claim: list[tuple[str, str, asyncio.Future]] = []
+        self._to_release: list[tuple[str, asyncio.Future]] = []
+        self._batches: set[asyncio.Task] = set()
 
     @classmethod
     def of(cls, context: dg.OpExecutionContext, wait_s: float) -> LinkPools:
@@ -141,6 +261,14 @@ class LinkPools:
             self._prepare_pools([pool])
         return self._limited_pools[pool]
 
+    def _say_unguarded(self, pool: str) -> None:
+        if not self._said_unguarded:
+            self._said_unguarded = True
+            self._log.warning(
+                f"link pool {pool} has no limit on this Dagster instance (set "
+                "concurrency: pools: default_limit: 1): links are not guarded across runs"
+            )
+
     def _holders(self, pool: str) -> str:
         info = self._instance.event_log_storage.get_concurrency_info(pool)
         runs = sorted({s.run_id for s in info.claimed_slots if s.run_id != self._run_id})
@@ -149,8 +277,9 @@ class LinkPools:
     def _claim_once(self, pool: str, step_key: str) -> bool:
         """One attempt, as `claim_concurrency_slot` makes it (join the pool's queue, take a slot
         once the queue assigns one) but taking the slot with `_take_free_slot`."""
-        storage = self._instance.event_log_storage
-        if not isinstance(storage, SqlEventLogStorage):
+        storage = _sql_storage(self._instance.event_log_storage)
+        if storage is None:
+            storage = self._instance.event_log_storage
             return storage.claim_concurrency_slot(pool, self._run_id, step_key).is_claimed
         if not storage.has_pending_step(pool, self._run_id, step_key):
             storage.add_pending_step(
@@ -166,12 +295,7 @@ class LinkPools:
         limit (False: not guarded). LinkUnavailable after `wait_s`."""
         pool = pool_name(link_key)
         if not self._limited(pool):
-            if not self._said_unguarded:
-                self._said_unguarded = True
-                self._log.warning(
-                    f"link pool {pool} has no limit on this Dagster instance (set "
-                    "concurrency: pools: default_limit: 1): links are not guarded across runs"
-                )
+            self._say_unguarded(pool)
             return False
         storage = self._instance.event_log_storage
         step_key = self._step_key(link_key)
@@ -214,12 +338,83 @@ class LinkPools:
 
     @contextlib.asynccontextmanager
     async def hold(self, link: Link) -> AsyncIterator[None]:
-        """For modbus.reader's `link_guard`: the claim's waits and database calls run in a
-        thread, so the links already held are read meanwhile."""
+        """For modbus.reader's `link_guard`: the database calls run in a thread, so the links
+        already held are read meanwhile. The claims (and the releases) of the links that ask
+        in one event loop turn, as all of a read's links do when it starts, are made in one
+        transaction; a link that finds its pool busy or queued for waits in `claim`."""
         name = link.endpoint.link_name
-        claimed = await asyncio.to_thread(self.claim, link.key, name)
+        claimed = await self._batched(self._to_claim, (link.key, name), self._claim_batch)
+        if claimed is None:
+            claimed = await asyncio.to_thread(self.claim, link.key, name)
         try:
             yield
         finally:
             if claimed:
-                await asyncio.to_thread(self.release, link.key)
+                await self._batched(self._to_release, (link.key,), self._release_batch)
+
+    async def _batched(self, queue: list, item: tuple, flush) -> bool | None:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        queue.append((*item, future))
+        if len(queue) == 1:  # the first of this turn: the batch goes after the others joined
+            loop.call_soon(self._start_batch, flush)
+        return await future
+
+    def _start_batch(self, flush) -> None:
+        task = asyncio.get_running_loop().create_task(flush())
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _claim_batch(self) -> None:
+        batch, self._to_claim = self._to_claim, []
+        try:
+            outcome = await asyncio.to_thread(self._claim_now, [(k, n) for k, n, _ in batch])
+        except BaseException as error:  # noqa: BLE001 - each waiting link gets it
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            raise
+        for key, _, future in batch:
+            if not future.done():
+                future.set_result(outcome[key])
+
+    async def _release_batch(self) -> None:
+        batch, self._to_release = self._to_release, []
+        try:
+            await asyncio.to_thread(self._release_now, [key for key, _ in batch])
+        except BaseException as error:  # noqa: BLE001 - each waiting link gets it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            raise
+        for _, future in batch:
+            if not future.done():
+                future.set_result(True)
+
+    def _claim_now(self, links: list[tuple[str, str]]) -> dict[str, bool | None]:
+        """Each link: True (held), False (not guarded) or None (`claim` must wait for it)."""
+        outcome: dict[str, bool | None] = {}
+        steps: dict[str, str] = {}
+        for key, _name in links:
+            pool = pool_name(key)
+            if self._limited(pool):
+                steps[pool] = self._step_key(key)
+                outcome[key] = None
+            else:
+                self._say_unguarded(pool)
+                outcome[key] = False
+        storage = _sql_storage(self._instance.event_log_storage)
+        if steps and storage is not None:
+            taken = _take_free_slots(storage, steps, self._run_id)
+            for key, _name in links:
+                if pool_name(key) in taken:
+                    outcome[key] = True
+        return outcome
+
+    def _release_now(self, link_keys: list[str]) -> None:
+        storage = _sql_storage(self._instance.event_log_storage)
+        if storage is None:
+            for key in link_keys:
+                self.release(key)
+            return
+        _free_slots(storage, self._run_id, [self._step_key(key) for key in link_keys])

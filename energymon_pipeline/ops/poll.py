@@ -58,7 +58,6 @@ def sample_times(seconds: list[int], minute: datetime, now: float) -> list[float
 def load_definitions(
     context: dg.OpExecutionContext, config: PollConfig, registry: RegistryResource
 ) -> PollPlan:
-    warmup.start()  # what validate and write import, imported while this op and the read run
     try:
         definitions = load_registry(
             registry.engine(), meter_ids=config.meter_ids, group=config.group
@@ -118,6 +117,7 @@ def read_meters(
             context.log.warning(conflict)
     pools = LinkPools.of(context, plan.link_wait_s)
     pools.prepare(link.key for link in links)
+    warmup.before(min(plan.sample_times))  # a scheduled run: what validate and write use
     results = asyncio.run(
         read_all(plan.meters, plan.sample_times, plan.read_concurrency, link_guard=pools.hold)
     )
@@ -170,8 +170,7 @@ def _save_learnt_splits(
     },
 )
 def validate_readings(context: dg.OpExecutionContext, results: list[MeterResult]):
-    warmup.wait()
-    from energymon_pipeline import readings  # pandas: imported while the meters were read
+    from energymon_pipeline import readings  # pandas: after the read, or in its wait (warmup)
 
     validated = readings.validate(results)
     for (meter_id, reason), count in sorted(validated.dropped.items()):

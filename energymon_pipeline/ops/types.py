@@ -1,6 +1,6 @@
 """What the poll ops hand each other, in a module of its own so that `write_readings` does not
 import the ops that produce its inputs. Nothing here imports pandas or pandera: a run's
-process imports this before it reads, and they are imported while it reads (ops/warmup.py)."""
+process imports this before it reads, and pandas after (ops/warmup.py)."""
 
 from dataclasses import dataclass
 
@@ -11,7 +11,7 @@ from energymon_pipeline.modbus.types import MeterSpec
 
 
 def _is_validated_frame(_context, value: object) -> dg.TypeCheck:
-    from energymon_pipeline.readings import frame_problem  # pandas: loaded by then (warmup)
+    from energymon_pipeline.readings import frame_problem  # pandas: loaded by the op
 
     problem = frame_problem(value)
     return dg.TypeCheck(success=problem is None, description=problem)
