@@ -3,7 +3,7 @@
 
 A poll run's process imports the code location before it reads a meter; pandas and pandera
 cost it about 0.3 s there, so pandas is imported where the frame is built (readings.py, after
-the read or in a scheduled run's wait for its second: ops/warmup.py). The pandera model
+the read or in a scheduled run's wait for its second: ops/run_process.py). The pandera model
 (readings_model.py) is the schema of record; a test keeps these columns equal to what
 dagster-pandera derives from it.
 """

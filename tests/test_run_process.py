@@ -18,7 +18,7 @@ from energymon_pipeline.ops.types import ReadingsFrame
 from energymon_pipeline.readings_model import ReadingsModel
 
 NOT_FOR_A_RUN = ("alembic", "energymon_pipeline.commands", "virtual_server", "sunspec2")
-#: Imported by a run after its read or in its wait for its first second (ops/warmup.py), not
+#: Imported by a run after its read or in its wait for its first second (ops/run_process.py), not
 #: with the code location.
 AFTER_THE_READ = ("pandas", "pandera", "dagster_pandera", "influxdb", "requests")
 
@@ -58,18 +58,34 @@ def test_pandas_and_the_influxdb_client_are_imported_after_the_code_location():
     no_time = _loaded_by(
         "import time\n"
         "import energymon_pipeline.definitions\n"
-        "from energymon_pipeline.ops import warmup\n"
-        "assert not warmup.before(time.time() + 0.5)"
+        "from energymon_pipeline.ops import run_process\n"
+        "assert not run_process.import_before(time.time() + 0.5)"
     )
     assert _of(no_time, AFTER_THE_READ) == []
     warmed = _loaded_by(
         "import time\n"
         "import energymon_pipeline.definitions\n"
-        "from energymon_pipeline.ops import warmup\n"
-        "assert warmup.before(time.time() + 30)"
+        "from energymon_pipeline.ops import run_process\n"
+        "assert run_process.import_before(time.time() + 30)"
     )
     assert {"pandas", "influxdb", "requests", "energymon_pipeline.readings"} <= set(warmed)
     assert _of(warmed, ("pandera", "dagster_pandera")) == []  # the model is the tests' only
+
+
+def test_a_run_freezes_what_its_process_holds_before_its_ops_allocate():
+    """The poll's first op moves the process's long-lived objects (Dagster, our modules) out of
+    the collector's way: later collections walk only what the run makes."""
+    import gc
+
+    from energymon_pipeline.ops import run_process
+
+    gc.unfreeze()
+    try:
+        assert gc.get_freeze_count() == 0
+        run_process.freeze_heap()
+        assert gc.get_freeze_count() > 10_000  # dagster and energymon's modules, at least
+    finally:
+        gc.unfreeze()
 
 
 def _results() -> list[MeterResult]:

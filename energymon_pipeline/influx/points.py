@@ -40,7 +40,7 @@ POLL_MEASUREMENT = "energymon_poll"
 READING_COLUMNS = ("time", "meter_id", "description", "meter_type", "measurement", "unit", "value")
 
 # pandas is imported by the functions that use it: a poll run's process imports this module
-# with its code location, before it reads, and pandas only after (ops/warmup.py).
+# with its code location, before it reads, and pandas only after (ops/run_process.py).
 
 # Line protocol escapes with a backslash: commas and spaces in measurement names; commas,
 # spaces and equals signs in tag keys and values. Newlines cannot be escaped at all.

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # The InfluxDB client (with requests, and pandas, which it imports) is imported when a writer
 # is made, not with this module: a poll run's process imports it before it reads a meter and
-# needs it only after (ops/warmup.py).
+# needs it only after (ops/run_process.py).
 
 
 def _client_errors() -> tuple[type[Exception], ...]:

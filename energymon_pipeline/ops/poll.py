@@ -15,7 +15,7 @@ from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.modbus.links import group_links
 from energymon_pipeline.modbus.reader import DEFAULT_CONCURRENCY, MeterResult
 from energymon_pipeline.modbus.reader import read_meters as read_all
-from energymon_pipeline.ops import warmup
+from energymon_pipeline.ops import run_process
 from energymon_pipeline.ops.alerts import AlertsResource, record_meter_states
 from energymon_pipeline.ops.link_pools import LinkPools
 from energymon_pipeline.ops.types import PollPlan, ReadingsFrame
@@ -58,6 +58,7 @@ def sample_times(seconds: list[int], minute: datetime, now: float) -> list[float
 def load_definitions(
     context: dg.OpExecutionContext, config: PollConfig, registry: RegistryResource
 ) -> PollPlan:
+    run_process.freeze_heap()
     try:
         definitions = load_registry(
             registry.engine(), meter_ids=config.meter_ids, group=config.group
@@ -117,7 +118,7 @@ def read_meters(
             context.log.warning(conflict)
     pools = LinkPools.of(context, plan.link_wait_s)
     pools.prepare(link.key for link in links)
-    warmup.before(min(plan.sample_times))  # a scheduled run: what validate and write use
+    run_process.import_before(min(plan.sample_times))  # in a scheduled run's wait
     results = asyncio.run(
         read_all(plan.meters, plan.sample_times, plan.read_concurrency, link_guard=pools.hold)
     )
@@ -170,7 +171,8 @@ def _save_learnt_splits(
     },
 )
 def validate_readings(context: dg.OpExecutionContext, results: list[MeterResult]):
-    from energymon_pipeline import readings  # pandas: after the read, or in its wait (warmup)
+    run_process.freeze_heap()
+    from energymon_pipeline import readings  # pandas: after the read (ops/run_process.py)
 
     validated = readings.validate(results)
     for (meter_id, reason), count in sorted(validated.dropped.items()):

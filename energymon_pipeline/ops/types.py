@@ -1,6 +1,6 @@
 """What the poll ops hand each other, in a module of its own so that `write_readings` does not
 import the ops that produce its inputs. Nothing here imports pandas or pandera: a run's
-process imports this before it reads, and pandas after (ops/warmup.py)."""
+process imports this before it reads, and pandas after (ops/run_process.py)."""
 
 from dataclasses import dataclass
 

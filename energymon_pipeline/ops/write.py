@@ -22,6 +22,7 @@ from energymon_pipeline.influx.poll_health import MeterCounts, meter_ok, poll_ba
 from energymon_pipeline.influx.spool import SpoolBusy
 from energymon_pipeline.influx.write_path import WriteOutcome
 from energymon_pipeline.modbus.reader import MeterResult
+from energymon_pipeline.ops import run_process
 from energymon_pipeline.ops.types import PollPlan, ReadingsFrame
 from energymon_pipeline.resources import InfluxResource
 
@@ -48,6 +49,7 @@ def write_readings(
     influx: InfluxResource,
 ) -> None:
     frame = readings  # a pandas DataFrame (ReadingsFrame's check)
+    run_process.freeze_heap()
     now = datetime.now(UTC)
     batch = poll_batch(results, frame, Counter(dropped), now, plan.due)
     for (meter_id, reason), count in sorted(batch.unencodable.items(), key=str):
