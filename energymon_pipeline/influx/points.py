@@ -22,7 +22,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +39,8 @@ FIELD = "value"
 POLL_MEASUREMENT = "energymon_poll"
 READING_COLUMNS = ("time", "meter_id", "description", "meter_type", "measurement", "unit", "value")
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 # pandas is imported by the functions that use it: a poll run's process imports this module
 # with its code location, before it reads, and pandas only after (ops/run_process.py).
 
@@ -117,12 +119,10 @@ def tag_set(tags: dict[str, object]) -> str:
 def timestamp_ms(moment: datetime | pd.Timestamp) -> int:
     """Milliseconds since the epoch of a timezone-aware datetime (naive ones are refused:
     their meaning depends on the machine's TZ)."""
-    import pandas as pd
-
-    stamp = pd.Timestamp(moment)
-    if stamp.tzinfo is None:
+    if moment.tzinfo is None:
         raise PointError(f"timestamp {moment!r} has no timezone; readings are stamped in UTC")
-    return (stamp - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+    # Exact integer arithmetic on the datetime (a pandas Timestamp is one): no float rounding.
+    return (moment - _EPOCH) // _ONE_MS
 
 
 def _float_text(value: float) -> str:

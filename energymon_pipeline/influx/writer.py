@@ -19,6 +19,10 @@ from energymon_pipeline.influx.retention import retention_hours
 # InfluxDB's guidance for 1.x is batches of about 5000 points; a spooled batch larger than that
 # goes out in several requests (re-sending all of them after a failure is harmless).
 DEFAULT_BATCH_SIZE = 5000
+#: Requests of one batch in flight at once, each on its own connection: InfluxDB parses and
+#: indexes each request on its own core (500 meters' 14,000 points went out in 0.035-0.05 s
+#: instead of 0.05-0.055 with two at once, on two cores); two keep a small server's load low.
+MAX_IN_FLIGHT = 2
 _MAX_DETAIL = 300
 
 if TYPE_CHECKING:
@@ -171,9 +175,16 @@ class InfluxWriter:
         self.target = target
         self.create_database = create_database
         self.batch_size = batch_size
+        self._client = self._new_client()
+        #: More clients for a batch's requests in flight at once (a client's session is not
+        #: shared between threads), made on first need.
+        self._extra_clients: list = []
+
+    def _new_client(self):
         from influxdb import InfluxDBClient
 
-        self._client = InfluxDBClient(
+        target = self.target
+        return InfluxDBClient(
             host=target.host,
             port=target.port,
             username=target.username or None,
@@ -192,7 +203,8 @@ class InfluxWriter:
         self.close()
 
     def close(self) -> None:
-        self._client.close()
+        for client in [self._client, *self._extra_clients]:
+            client.close()
 
     def __repr__(self) -> str:
         return f"InfluxWriter({self.target!r})"
@@ -223,11 +235,43 @@ class InfluxWriter:
             raise self._classify(error, "write") from error
 
     def _write(self, lines: Sequence[str]) -> None:
-        self._client.write_points(
-            list(lines),
+        """Every request of the batch, `MAX_IN_FLIGHT` at once; raises the first failure
+        after all have ended (the caller re-sends the whole batch: points are idempotent)."""
+        size = self.batch_size or len(lines)
+        requests = -(-len(lines) // size)
+        if requests == 1:
+            self._send(self._client, list(lines))
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        # As many requests per lane on each (no larger than the batch size), so that the
+        # lanes end together.
+        lanes = min(MAX_IN_FLIGHT, requests)
+        requests = -(-requests // lanes) * lanes
+        size = -(-len(lines) // requests)
+        chunks = [list(lines[i : i + size]) for i in range(0, len(lines), size)]
+        while len(self._extra_clients) < lanes - 1:
+            self._extra_clients.append(self._new_client())
+        clients = [self._client, *self._extra_clients[: lanes - 1]]
+        with ThreadPoolExecutor(lanes) as pool:
+            futures = [
+                pool.submit(self._send_lane, clients[lane], chunks[lane::lanes])
+                for lane in range(lanes)
+            ]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]
+
+    def _send_lane(self, client, chunks: list[list[str]]) -> None:
+        for chunk in chunks:
+            self._send(client, chunk)
+
+    def _send(self, client, lines: list[str]) -> None:
+        client.write_points(
+            lines,
             time_precision=PRECISION,
             database=self.target.database,
-            batch_size=self.batch_size,
+            batch_size=None,
             protocol="line",
             retention_policy=self.target.retention_policy,
         )

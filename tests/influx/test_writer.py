@@ -135,6 +135,30 @@ def test_writing_a_batch_again_stores_each_point_once(influxd, influx_db):
     assert influxd.query('SELECT count("value") FROM "voltageL1"', influx_db)[0]["count"] == 5
 
 
+def test_a_batch_larger_than_a_request_goes_out_in_requests_two_at_a_time(influxd, influx_db):
+    """11 points with 3 per request: 4 requests (2 per lane, both lanes at once), every
+    point stored once; the database is created on the way (each lane met it missing)."""
+    lines = reading_lines(frame([reading(m, "voltageL1", 230.0 + m) for m in range(11)]))
+    database = influx_db + "_lanes"
+    with InfluxWriter(influxd.target(database), batch_size=3) as writer:
+        writer.write(lines)
+        assert len(writer._extra_clients) == 1
+    assert influxd.query('SELECT count("value") FROM "voltageL1"', database)[0]["count"] == 11
+
+
+def test_one_bad_request_of_a_batch_fails_the_batch_and_costs_no_other_point(influxd, influx_db):
+    """The bad point's request is refused (the caller keeps the batch to send again, or sets
+    it aside); the other requests, in flight beside it, store their points."""
+    good = reading_lines(frame([reading(m, "voltageL1", 230.0 + m) for m in range(8)]))
+    lines = good[:5] + [f"voltageL1,id=1 value=abc {T0_MS}"] + good[5:]
+    with (
+        InfluxWriter(influxd.target(influx_db), batch_size=3) as writer,
+        pytest.raises(InfluxBadRequest),
+    ):
+        writer.write(lines)
+    assert influxd.query('SELECT count("value") FROM "voltageL1"', influx_db)[0]["count"] == 8
+
+
 def test_health_points_keep_their_field_types(influxd, influx_db):
     lines = [
         poll_health_line(time=T0, meter_id=1, description="main", meter_type="sdm630", ok=True,
