@@ -458,3 +458,29 @@ def test_a_scheduled_run_waits_for_its_second_and_reports_how_late_it_sampled(st
     # A manual run (no sample seconds) has no due time, so no lateness.
     result = run_poll(stack)
     assert "first sample late (s)" not in output_metadata(result, "read_meters")
+
+
+def test_a_large_run_lists_the_meters_that_are_not_ok_and_counts_the_others():
+    """Past METER_TABLE_MAX_ROWS meters the table (stored in every run's events) lists the
+    meters with a problem; a small run lists every meter."""
+    from energymon_pipeline.influx.poll_health import MeterCounts
+    from energymon_pipeline.modbus.reader import MeterResult
+    from energymon_pipeline.modbus.types import Endpoint, MeterSpec, RegisterSpec
+    from energymon_pipeline.ops.write import METER_TABLE_MAX_ROWS, meter_table
+
+    def result(meter_id: int, ok: bool) -> MeterResult:
+        spec = MeterSpec(meter_id=meter_id, endpoint=Endpoint("127.0.0.1", 502, 1),
+                         meter_type="t", description=None, registers=(RegisterSpec("v", 0),))  # fmt: skip
+        outcome = MeterResult(spec)
+        if not ok:
+            outcome.errors.append("FC3 0 (v): no answer within 1 s")
+        return outcome
+
+    many = [result(i, ok=i % 50 != 7) for i in range(METER_TABLE_MAX_ROWS + 50)]
+    counts = {i: MeterCounts() for i in range(len(many))}
+    table, unlisted = meter_table(many, counts)
+    assert [r.data["meter"] for r in table.records] == [7, 57, 107]
+    assert unlisted == len(many) - 3
+    few = many[:10]
+    table, unlisted = meter_table(few, counts)
+    assert [r.data["meter"] for r in table.records] == list(range(10)) and unlisted == 0

@@ -56,8 +56,10 @@ def write_readings(
         context.log.warning(f"meter {meter_id}: {count} value(s) not written: {reason}")
     counts = batch.counts
     ok = sum(meter_ok(r, counts.get(r.meter.meter_id, MeterCounts())) for r in results)
+    table, unlisted = meter_table(results, counts)
     metadata: dict[str, object] = {
-        "meters": meter_table(results, counts),
+        "meters": table,
+        **({"meters not listed (ok)": unlisted} if unlisted else {}),
         "meters ok": ok,
         "meters failed": len(results) - ok,
         "values": len(batch.lines),
@@ -107,13 +109,26 @@ def write_readings(
     _fail_if_every_meter_failed(results)
 
 
+#: The most meters a run's table lists. Past it, the table lists the meters that are not ok
+#: (up to this many) and counts the others: the table is stored in every run's events, and a
+#: 500-meter run's took 86 kB of the 138 kB its events held (docs/performance.md, capacity);
+#: every meter's outcome is in the `energymon_poll` points either way.
+METER_TABLE_MAX_ROWS = 100
+
+
 def meter_table(
     results: list[MeterResult], counts: dict[int, MeterCounts]
-) -> dg.TableMetadataValue:
-    """The per-meter table every poll run shows in the UI: `ok` only when every value was
-    read and written; `error` names failed requests and dropped values."""
+) -> tuple[dg.TableMetadataValue, int]:
+    """The per-meter table a poll run shows in the UI (`ok` only when every value was read
+    and written; `error` names failed requests and dropped values), and how many ok meters
+    it leaves out (`METER_TABLE_MAX_ROWS`)."""
     records = []
-    for r in results:
+    listed = results
+    if len(results) > METER_TABLE_MAX_ROWS:
+        listed = [
+            r for r in results if not meter_ok(r, counts.get(r.meter.meter_id, MeterCounts()))
+        ][:METER_TABLE_MAX_ROWS]
+    for r in listed:
         count = counts.get(r.meter.meter_id, MeterCounts())
         errors = [r.error] if r.error else []
         records.append(
@@ -144,7 +159,10 @@ def meter_table(
             dg.TableColumn("error", "string"),
         ]
     )
-    return dg.MetadataValue.table(records, schema=schema)
+    unlisted = sum(meter_ok(r, counts.get(r.meter.meter_id, MeterCounts())) for r in results) - sum(
+        bool(record.data["ok"]) for record in records
+    )
+    return dg.MetadataValue.table(records, schema=schema), unlisted
 
 
 def _merge(first: WriteOutcome, second: WriteOutcome) -> WriteOutcome:
