@@ -100,7 +100,8 @@ def latest_readings(
                     meter_id=_meter_id(tags.get("id")),
                     description=row.get("description"),
                     measurement=measurement,
-                    value=row["last"],
+                    # A reading's value is a float field; InfluxDB's JSON writes -3.0 as -3.
+                    value=float(row["last"]),
                     unit=row.get("dataunit"),
                     meter_type=row.get("type"),
                     time=_EPOCH + timedelta(milliseconds=row["time"]),

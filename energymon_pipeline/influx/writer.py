@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from energymon_pipeline.errors import EnergymonError
+from energymon_pipeline.influx.http import HttpError, InfluxHttp, TransportError, quote_ident
 from energymon_pipeline.influx.points import PRECISION
 from energymon_pipeline.influx.retention import retention_hours
 
@@ -25,26 +25,8 @@ DEFAULT_BATCH_SIZE = 5000
 MAX_IN_FLIGHT = 2
 _MAX_DETAIL = 300
 
-if TYPE_CHECKING:
-    import requests
-
-# The InfluxDB client (with requests, and pandas, which it imports) is imported when a writer
-# is made, not with this module: a poll run's process imports it before it reads a meter and
-# needs it only after (ops/run_process.py).
-
-
-def _client_errors() -> tuple[type[Exception], ...]:
-    """What the client raises: `except _client_errors()` is evaluated only for an exception."""
-    import requests
-    from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
-
-    return (InfluxDBClientError, InfluxDBServerError, requests.exceptions.RequestException)
-
-
-def _client_error() -> type[Exception]:
-    from influxdb.exceptions import InfluxDBClientError
-
-    return InfluxDBClientError
+#: What the HTTP client raises (influx/http.py).
+_CLIENT_ERRORS = (HttpError, TransportError)
 
 
 @dataclass(frozen=True)
@@ -134,35 +116,21 @@ def _detail(content: object) -> str:
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
 
 
-def _connection_reason(error: requests.exceptions.RequestException) -> str:
-    import requests
-
-    if isinstance(error, requests.exceptions.SSLError):
-        return "TLS handshake failed"
-    text = str(error)
-    if "Connection refused" in text:
-        return "connection refused"
-    if any(
-        marker in text
-        for marker in (
-            "Name or service not known",
-            "Temporary failure in name resolution",
-            "nodename nor servname",
-            "Failed to resolve",
-            "No address associated",
-        )
-    ):
-        return "host name not found"
-    if "Network is unreachable" in text or "No route to host" in text:
-        return "network unreachable"
-    return "connection failed"
+def _series(results: list[dict]) -> list[tuple[str, dict, list[dict]]]:
+    """(measurement, tags, rows as {column: value}) of each series of a query's results."""
+    series = []
+    for result in results:
+        for one in result.get("series", []):
+            columns = one.get("columns", [])
+            rows = [dict(zip(columns, values, strict=False)) for values in one.get("values", [])]
+            series.append((one.get("name"), one.get("tags") or {}, rows))
+    return series
 
 
 class InfluxWriter:
     """Writes line protocol batches to one database; creates it on first need when allowed.
 
-    Uses the client with a single attempt per request: retrying is the spool's and the op's
-    job, and the client's own retries would multiply the timeout.
+    One attempt per request: retrying is the spool's and the op's job.
     """
 
     def __init__(
@@ -176,24 +144,20 @@ class InfluxWriter:
         self.create_database = create_database
         self.batch_size = batch_size
         self._client = self._new_client()
-        #: More clients for a batch's requests in flight at once (a client's session is not
-        #: shared between threads), made on first need.
-        self._extra_clients: list = []
+        #: More connections for a batch's requests in flight at once (one connection serves
+        #: one thread), made on first need.
+        self._extra_clients: list[InfluxHttp] = []
 
-    def _new_client(self):
-        from influxdb import InfluxDBClient
-
+    def _new_client(self) -> InfluxHttp:
         target = self.target
-        return InfluxDBClient(
-            host=target.host,
-            port=target.port,
+        return InfluxHttp(
+            target.host,
+            target.port,
             username=target.username or None,
             password=target.password if target.username else None,
-            database=target.database,
-            ssl=target.ssl,
-            verify_ssl=target.verify_ssl if target.ssl else False,
-            timeout=target.timeout_s,
-            retries=1,
+            use_ssl=target.ssl,
+            verify_ssl=target.verify_ssl,
+            timeout_s=target.timeout_s,
         )
 
     def __enter__(self) -> InfluxWriter:
@@ -217,11 +181,11 @@ class InfluxWriter:
         try:
             self._write(lines)
             return
-        except _client_error() as error:
+        except HttpError as error:
             if error.code != 404 or "database not found" not in _detail(error.content):
                 raise self._classify(error, "write") from error
             missing = error
-        except _client_errors() as error:
+        except _CLIENT_ERRORS as error:
             raise self._classify(error, "write") from error
         if not self.create_database:
             raise InfluxDatabaseMissing(
@@ -231,7 +195,7 @@ class InfluxWriter:
         self.ensure_database()
         try:
             self._write(lines)
-        except _client_errors() as error:
+        except _CLIENT_ERRORS as error:
             raise self._classify(error, "write") from error
 
     def _write(self, lines: Sequence[str]) -> None:
@@ -262,46 +226,36 @@ class InfluxWriter:
         if errors:
             raise errors[0]
 
-    def _send_lane(self, client, chunks: list[list[str]]) -> None:
+    def _send_lane(self, client: InfluxHttp, chunks: list[list[str]]) -> None:
         for chunk in chunks:
             self._send(client, chunk)
 
-    def _send(self, client, lines: list[str]) -> None:
-        client.write_points(
-            lines,
-            time_precision=PRECISION,
-            database=self.target.database,
-            batch_size=None,
-            protocol="line",
-            retention_policy=self.target.retention_policy,
-        )
+    def _send(self, client: InfluxHttp, lines: list[str]) -> None:
+        client.write(lines, self.target.database, PRECISION, self.target.retention_policy)
 
     def query(self, q: str, epoch: str = "ms") -> list[tuple[str, dict, list[dict]]]:
         """Run an InfluxQL query on the target database; returns (measurement, tags, rows)
         per series. A missing database reads as no series."""
         try:
-            result = self._client.query(q, database=self.target.database, epoch=epoch)
-        except _client_error() as error:
+            results = self._client.query(q, database=self.target.database, epoch=epoch)
+        except HttpError as error:
             if "database not found" in _detail(error.content):
                 return []
             raise self._classify(error, "query") from error
-        except _client_errors() as error:
+        except _CLIENT_ERRORS as error:
             raise self._classify(error, "query") from error
-        series = []
-        for (measurement, tags), rows in result.items():
-            series.append((measurement, tags or {}, list(rows)))
-        return series
+        return _series(results)
 
     def ensure_database(self) -> None:
         """Creates the database unless it exists. A user without the right to create it gets
         an `InfluxDatabaseMissing` saying so."""
         database = self.target.database
         try:
-            existing = {row["name"] for row in self._client.get_list_database()}
+            existing = {rows["name"] for rows in self._rows("SHOW DATABASES")}
             if database in existing:
                 return
-            self._client.create_database(database)
-        except _client_error() as error:
+            self._client.query(f"CREATE DATABASE {quote_ident(database)}")
+        except HttpError as error:
             if error.code == 403:
                 user = self.target.username or "(anonymous)"
                 raise InfluxDatabaseMissing(
@@ -311,7 +265,7 @@ class InfluxWriter:
                     "user WRITE on it"
                 ) from error
             raise self._classify(error, "create database") from error
-        except _client_errors() as error:
+        except _CLIENT_ERRORS as error:
             raise self._classify(error, "create database") from error
 
     def ensure_retention_policy(self, name: str, duration: str) -> None:
@@ -322,17 +276,18 @@ class InfluxWriter:
         database = self.target.database
         try:
             existing = {
-                p["name"]: p["duration"] for p in self._client.get_list_retention_policies(database)
+                p["name"]: p["duration"]
+                for p in self._rows(f"SHOW RETENTION POLICIES ON {quote_ident(database)}")
             }
             if name in existing and retention_hours(existing[name]) == retention_hours(duration):
                 return
-            if name not in existing:
-                self._client.create_retention_policy(
-                    name, duration, 1, database=database, default=False
-                )
-            else:
-                self._client.alter_retention_policy(name, database=database, duration=duration)
-        except _client_error() as error:
+            verb = "ALTER" if name in existing else "CREATE"
+            extra = "" if name in existing else " REPLICATION 1"
+            self._client.query(
+                f"{verb} RETENTION POLICY {quote_ident(name)} ON {quote_ident(database)} "
+                f"DURATION {duration}{extra}"
+            )
+        except HttpError as error:
             if error.code == 403:
                 verb = "ALTER" if name in existing else "CREATE"
                 extra = "" if name in existing else " REPLICATION 1"
@@ -342,41 +297,38 @@ class InfluxWriter:
                     f'{verb} RETENTION POLICY "{name}" ON "{database}" DURATION {duration}{extra}'
                 ) from error
             raise self._classify(error, f"retention policy {name}") from error
-        except _client_errors() as error:
+        except _CLIENT_ERRORS as error:
             raise self._classify(error, f"retention policy {name}") from error
+
+    def _rows(self, q: str) -> list[dict]:
+        """The rows of a statement that is not about this database (SHOW DATABASES, ...)."""
+        return [row for _, _, rows in _series(self._client.query(q)) for row in rows]
 
     def ping(self) -> str:
         """The server's version; raises the classified error when it does not answer."""
         try:
             return self._client.ping()
-        except _client_errors() as error:
+        except _CLIENT_ERRORS as error:
             raise self._classify(error, "ping") from error
 
     def _classify(self, error: Exception, action: str) -> InfluxError:
-        import requests
-        from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
-
         where = self.target.where
-        if isinstance(error, requests.exceptions.Timeout) and not isinstance(
-            error, requests.exceptions.ConnectTimeout
-        ):
-            return InfluxUnreachable(
-                f"InfluxDB at {where}: no answer to {action} within {self.target.timeout_s:g} s"
-            )
-        if isinstance(error, requests.exceptions.ConnectTimeout):
-            return InfluxUnreachable(
-                f"InfluxDB at {where} is unreachable: connection timed out after "
-                f"{self.target.timeout_s:g} s"
-            )
-        if isinstance(error, requests.exceptions.RequestException):
-            return InfluxUnreachable(
-                f"InfluxDB at {where} is unreachable: {_connection_reason(error)}"
-            )
-        if isinstance(error, InfluxDBServerError):
+        if isinstance(error, TransportError):
+            if error.kind == "read timeout":
+                return InfluxUnreachable(
+                    f"InfluxDB at {where}: no answer to {action} within {self.target.timeout_s:g} s"
+                )
+            if error.kind == "connect timeout":
+                return InfluxUnreachable(
+                    f"InfluxDB at {where} is unreachable: connection timed out after "
+                    f"{self.target.timeout_s:g} s"
+                )
+            return InfluxUnreachable(f"InfluxDB at {where} is unreachable: {error.reason}")
+        if isinstance(error, HttpError) and error.code is not None and error.code >= 500:
             return InfluxServerError(
-                f"InfluxDB at {where}: server error on {action}: {_detail(error.args[0])}"
+                f"InfluxDB at {where}: server error on {action}: {_detail(error.content)}"
             )
-        if isinstance(error, InfluxDBClientError):
+        if isinstance(error, HttpError):
             detail = _detail(error.content)
             if error.code in (401, 403):
                 user = self.target.username or "(anonymous)"

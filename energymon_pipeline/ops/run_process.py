@@ -1,14 +1,13 @@
 """What a poll run's own process does for its speed: every poll is a new process, so what it
 imports and how its memory is collected are paid every minute.
 
-- Imports. pandas (the readings frame) and the InfluxDB client (with requests) are most of
-  what importing costs (about 0.2 s of CPU) and neither is needed before the read is over, so
-  the code location does not import them (tests/test_run_process.py keeps it so). A scheduled
-  run starts ahead of its first sample second and waits for it (schedules.py):
-  `import_before` imports them in that wait. A run that reads at once imports them where they
-  are used, after the read: importing them in a thread during the read was measured no faster
-  (the read's event loop and the imports take turns on one interpreter lock, and a cold run is
-  CPU-bound).
+- Imports. pandas (the readings frame) is most of what importing costs (about 0.15 s of
+  CPU) and is not needed before the read is over, so the code location does not import it
+  (tests/test_run_process.py keeps it so). A scheduled run starts ahead of its first sample
+  second and waits for it (schedules.py): `import_before` imports it in that wait. A run that
+  reads at once imports it where it is used, after the read: importing it in a thread during
+  the read was measured no faster (the read's event loop and the import take turns on one
+  interpreter lock, and a cold run is CPU-bound).
 - Garbage collection. By the first op the process holds Dagster's, SQLAlchemy's and our
   modules, hundreds of thousands of objects that live as long as it does; each full
   collection walked them all (0.15 s of a 500-meter run's 2 s). `freeze_heap` moves what is
@@ -23,7 +22,7 @@ import importlib
 import time
 
 #: What validate_readings and write_readings use, in the order they use it.
-MODULES = ("energymon_pipeline.readings", "influxdb")
+MODULES = ("energymon_pipeline.readings", "energymon_pipeline.influx.http")
 #: The least wait worth importing in: well above what the imports take, so that the first
 #: sample is never late for them.
 MIN_WAIT_S = 1.0
