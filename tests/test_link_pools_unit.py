@@ -126,3 +126,67 @@ def test_a_limit_raised_by_hand_is_kept_and_used_in_full(instance):
     assert first.claim(KEY, "10.0.0.5:502") and second.claim(KEY, "10.0.0.5:502")
     with pytest.raises(LinkUnavailable, match="held by run run-a, run-b"):
         pools(instance, "run-c", wait_s=0.1).claim(KEY, "10.0.0.5:502")
+
+
+def test_links_asking_together_are_claimed_and_released_in_one_transaction_each(
+    instance, monkeypatch
+):
+    """A read's links all ask for their pools in one event loop turn: one transaction takes
+    the free ones; one busy link waits in the queue as before; releases made together are one
+    transaction too. Nothing is held afterwards and the queue is empty."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from energymon_pipeline.ops import link_pools
+
+    keys = [f"tcp:10.0.0.{i}:502:socket" for i in range(1, 11)]
+    other = pools(instance, "run-other")
+    other.prepare(keys)
+    assert other.claim(keys[0], "busy") is True  # another run holds the first link
+    mine = pools(instance, "run-mine", wait_s=5)
+    mine.prepare(keys)
+    calls = {"take": 0, "free": 0}
+    take, free = link_pools._take_free_slots, link_pools._free_slots
+
+    def counted_take(*args):
+        calls["take"] += 1
+        return take(*args)
+
+    def counted_free(*args):
+        calls["free"] += 1
+        return free(*args)
+
+    monkeypatch.setattr(link_pools, "_take_free_slots", counted_take)
+    monkeypatch.setattr(link_pools, "_free_slots", counted_free)
+    inside: list[str] = []
+    held_together: list[int] = []
+
+    async def read(key: str) -> None:
+        link = SimpleNamespace(key=key, endpoint=SimpleNamespace(link_name=key))
+        async with mine.hold(link):
+            inside.append(key)
+            if len(inside) == 9:  # the nine free links are held at once: count them once
+                storage = instance.event_log_storage
+                infos = storage.get_concurrency_infos([pool_name(k) for k in keys])
+                held_together.append(
+                    sum(any(s.run_id == "run-mine" for s in i.claimed_slots)
+                        for i in infos.values())
+                )  # fmt: skip
+            await asyncio.sleep(0.05)
+
+    async def release_busy_link_later() -> None:
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(other.release, keys[0])
+
+    async def main() -> None:
+        await asyncio.gather(*(read(k) for k in keys), release_busy_link_later())
+
+    asyncio.run(main())
+    assert calls["take"] == 1  # the nine free links, in one transaction
+    assert held_together == [9]  # the busy one came later, through the queue
+    assert len(inside) == 10
+    # Released as they end: the nine in one or two transactions (the one that counted ends a
+    # little later), the late one alone; one per link would be ten.
+    assert 2 <= calls["free"] <= 3
+    infos = instance.event_log_storage.get_concurrency_infos([pool_name(k) for k in keys])
+    assert all(i.claimed_slots == [] and i.pending_steps == [] for i in infos.values())
