@@ -439,7 +439,10 @@ def _baseline_text(run: Run) -> str:
 
 def _lead(run: Run) -> str:
     leads = [c.scheduled_lead_s for c in cold_sizes(run) if c.scheduled_lead_s is not None]
-    return f"{min(leads):.0f}-{max(leads):.0f} s" if leads else "a few seconds"
+    if not leads:
+        return "a few seconds"
+    low, high = f"{min(leads):.0f}", f"{max(leads):.0f}"
+    return f"{low} s" if low == high else f"{low}-{high} s"
 
 
 def cold_section(run: Run) -> str:
