@@ -190,3 +190,31 @@ def test_links_asking_together_are_claimed_and_released_in_one_transaction_each(
     assert 2 <= calls["free"] <= 3
     infos = instance.event_log_storage.get_concurrency_infos([pool_name(k) for k in keys])
     assert all(i.claimed_slots == [] and i.pending_steps == [] for i in infos.values())
+
+
+def test_a_failed_batch_claim_is_raised_where_each_link_waits(instance, monkeypatch):
+    import asyncio
+    from types import SimpleNamespace
+
+    from energymon_pipeline.ops import link_pools
+
+    def database_down(*_args):
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr(link_pools, "_take_free_slots", database_down)
+    keys = [f"tcp:10.0.1.{i}:502:socket" for i in range(3)]
+    mine = pools(instance, "run-mine")
+    mine.prepare(keys)
+
+    async def read(key: str) -> str:
+        link = SimpleNamespace(key=key, endpoint=SimpleNamespace(link_name=key))
+        try:
+            async with mine.hold(link):
+                return "read"
+        except RuntimeError as error:
+            return str(error)
+
+    async def main() -> list[str]:
+        return await asyncio.wait_for(asyncio.gather(*(read(k) for k in keys)), timeout=10)
+
+    assert asyncio.run(main()) == ["database down"] * 3

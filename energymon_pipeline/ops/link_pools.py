@@ -367,29 +367,36 @@ class LinkPools:
 
     async def _claim_batch(self) -> None:
         batch, self._to_claim = self._to_claim, []
-        try:
-            outcome = await asyncio.to_thread(self._claim_now, [(k, n) for k, n, _ in batch])
-        except BaseException as error:  # noqa: BLE001 - each waiting link gets it
-            for *_, future in batch:
+        links = [(key, name) for key, name, _ in batch]
+        outcome = await self._in_thread(lambda: self._claim_now(links), [f for *_, f in batch])
+        if outcome is not None:
+            for key, _, future in batch:
                 if not future.done():
-                    future.set_exception(error)
-            raise
-        for key, _, future in batch:
-            if not future.done():
-                future.set_result(outcome[key])
+                    future.set_result(outcome[key])
 
     async def _release_batch(self) -> None:
         batch, self._to_release = self._to_release, []
-        try:
-            await asyncio.to_thread(self._release_now, [key for key, _ in batch])
-        except BaseException as error:  # noqa: BLE001 - each waiting link gets it
+        keys = [key for key, _ in batch]
+        if await self._in_thread(lambda: self._release_now(keys), [f for _, f in batch]):
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(error)
+                    future.set_result(True)
+
+    @staticmethod
+    async def _in_thread(work, futures: list[asyncio.Future]):
+        """`work()` in a thread; None if it failed, after each waiting link got its error (it
+        raises where that link waits: the batch task's own exception would go unseen)."""
+        try:
+            return await asyncio.to_thread(work)
+        except asyncio.CancelledError:
+            for future in futures:
+                future.cancel()
             raise
-        for _, future in batch:
-            if not future.done():
-                future.set_result(True)
+        except Exception as error:  # noqa: BLE001 - handed to every waiting link
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error)
+            return None
 
     def _claim_now(self, links: list[tuple[str, str]]) -> dict[str, bool | None]:
         """Each link: True (held), False (not guarded) or None (`claim` must wait for it)."""
@@ -411,10 +418,12 @@ class LinkPools:
                     outcome[key] = True
         return outcome
 
-    def _release_now(self, link_keys: list[str]) -> None:
+    def _release_now(self, link_keys: list[str]) -> bool:
+        """Frees the links' slots; True when done (`_in_thread`'s None means failed)."""
         storage = _sql_storage(self._instance.event_log_storage)
         if storage is None:
             for key in link_keys:
                 self.release(key)
-            return
-        _free_slots(storage, self._run_id, [self._step_key(key) for key in link_keys])
+        else:
+            _free_slots(storage, self._run_id, [self._step_key(key) for key in link_keys])
+        return True
