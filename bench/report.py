@@ -591,6 +591,15 @@ class ColdSize:
     def scheduled_lead_s(self) -> float | None:
         return self.data.get("scheduled", {}).get("due_after_launch_s")
 
+    @property
+    def scheduled_done_s(self) -> float | None:
+        """The scheduled run's time from its second to RUN_SUCCESS: its launch-to-success
+        time less its wait for the second (None when no scheduled run was made)."""
+        scheduled = self.data.get("scheduled", {})
+        if scheduled.get("seconds") is None or scheduled.get("due_after_launch_s") is None:
+            return None
+        return scheduled["seconds"] - scheduled["due_after_launch_s"]
+
     def cpu_above_empty_ms_per_meter(self) -> float:
         """The cold run's CPU beyond the empty run's, per meter: what energymon's own code
         (imports, definitions, the ops) costs the run process."""
