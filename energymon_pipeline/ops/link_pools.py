@@ -66,38 +66,50 @@ def pool_name(link_key: str) -> str:
     return POOL_PREFIX + "".join("_" if c.isspace() else c for c in link_key)
 
 
-def _take_free_slot(storage: SqlEventLogStorage, pool: str, run_id: str, step_key: str) -> bool:
-    """Dagster's slot claim with its race closed: the update itself requires the slot to be
-    free, so of two claims that picked the same slot only one changes a row (SQLite serializes
-    the writes; PostgreSQL re-checks the condition after waiting for the other's row lock)."""
+def _take(conn, steps: dict[str, str], run_id: str) -> set[str]:
+    """Dagster's slot claim with its race closed, for each pool of `steps` (pool -> this run's
+    step key): one free slot per pool, by an update that itself requires the slot to be free,
+    so of two claims that picked the same slot only one changes a row (SQLite serializes the
+    writes; PostgreSQL re-checks the condition after waiting for the other's row lock).
+    Returns the pools whose slot was taken."""
     from dagster._core.storage.event_log.schema import ConcurrencySlotsTable as slots
 
-    free = (
-        sa.select(slots.c.id)
+    first_free = (
+        sa.select(sa.func.min(slots.c.id))
         .where(
-            slots.c.concurrency_key == pool,
+            slots.c.concurrency_key.in_(list(steps)),
             slots.c.step_key.is_(None),
             slots.c.deleted == sa.false(),
         )
-        .limit(1)
-        .scalar_subquery()
+        .group_by(slots.c.concurrency_key)
     )
-    with storage.index_transaction() as conn:
-        taken = conn.execute(
-            slots.update()
-            .where(slots.c.id == free, slots.c.step_key.is_(None))
-            .values(run_id=run_id, step_key=step_key)
+    conn.execute(
+        slots.update()
+        .where(slots.c.id.in_(first_free), slots.c.step_key.is_(None))
+        .values(run_id=run_id, step_key=sa.case(steps, value=slots.c.concurrency_key))
+    )
+    return {
+        row[0]
+        for row in conn.execute(
+            sa.select(slots.c.concurrency_key).where(
+                slots.c.run_id == run_id, slots.c.step_key.in_(list(steps.values()))
+            )
         )
-        return taken.rowcount == 1
+    }
+
+
+def _take_free_slot(storage: SqlEventLogStorage, pool: str, run_id: str, step_key: str) -> bool:
+    """`_take` for one pool whose queue assigned this run a slot."""
+    with storage.index_transaction() as conn:
+        return bool(_take(conn, {pool: step_key}, run_id))
 
 
 def _take_free_slots(storage: SqlEventLogStorage, steps: dict[str, str], run_id: str) -> set[str]:
-    """`_take_free_slot` for many pools in one transaction (a read's links all start at once:
+    """`_take` for many pools in one transaction (a read's links all start at once:
     Dagster's own claim costs a link several statements and commits, ~9 ms of CPU each on
     SQLite, which the read's first requests waited behind). A pool another run is queued for
     is left out (its queue decides, `claim`), so a run never jumps that queue. `steps` maps
     each pool to this run's step key for it; returns the pools whose slot was taken."""
-    from dagster._core.storage.event_log.schema import ConcurrencySlotsTable as slots
     from dagster._core.storage.event_log.schema import PendingStepsTable as pending
 
     pools = sorted(steps)
@@ -110,36 +122,10 @@ def _take_free_slots(storage: SqlEventLogStorage, steps: dict[str, str], run_id:
                 .distinct()
             )
         }
-        free = [pool for pool in pools if pool not in queued]
+        free = {pool: steps[pool] for pool in pools if pool not in queued}
         if not free:
             return set()
-        first_free = (
-            sa.select(sa.func.min(slots.c.id))
-            .where(
-                slots.c.concurrency_key.in_(free),
-                slots.c.step_key.is_(None),
-                slots.c.deleted == sa.false(),
-            )
-            .group_by(slots.c.concurrency_key)
-        )
-        conn.execute(
-            slots.update()
-            .where(slots.c.id.in_(first_free), slots.c.step_key.is_(None))
-            .values(
-                run_id=run_id,
-                step_key=sa.case(
-                    {pool: steps[pool] for pool in free}, value=slots.c.concurrency_key
-                ),
-            )
-        )
-        taken = {
-            row[0]
-            for row in conn.execute(
-                sa.select(slots.c.concurrency_key).where(
-                    slots.c.run_id == run_id, slots.c.step_key.in_([steps[p] for p in free])
-                )
-            )
-        }
+        taken = _take(conn, free, run_id)
         if taken:
             # An assigned entry in the pool's queue, as Dagster's claim leaves: the queue
             # counts the slot as assigned, so a run that comes next waits unassigned (the UI
