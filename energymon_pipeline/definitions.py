@@ -75,6 +75,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
                     pipeline.read_concurrency,
                     group,
                     pipeline.group_tags.get(group),
+                    alerts.down_after,
                 )
                 for group in (pipeline.poll_groups or (None,))
             ],

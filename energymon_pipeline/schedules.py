@@ -33,6 +33,7 @@ def build_poll_schedule(
     read_concurrency: int = 64,
     group: str | None = None,
     tags: Mapping[str, str] | None = None,
+    down_after: int | None = None,
 ) -> dg.ScheduleDefinition:
     """`poll_meters_schedule` (or `poll_meters_schedule_<group>` for one poll group): the
     hour and minute variables say which minutes are polled, the second variable the sample
@@ -44,7 +45,9 @@ def build_poll_schedule(
     the group's previous run is still reading (the link pools keep them off each other's
     links); a tick that finds two runs of the group in progress is skipped, so slow runs never
     pile up. `tags` (ENERGYMON_GROUP_TAGS) go on each run as well: they tell the run
-    launcher where the group runs (a Kubernetes node selector, resources)."""
+    launcher where the group runs (a Kubernetes node selector, resources). `down_after`
+    (ENERGYMON_ALERT_DOWN_AFTER as the code server reads it) goes in each run's config: a run
+    in a container of its own does not get the alert settings' file."""
     group_tag = group or ALL_METERS
     ahead = poll.ahead_cron_schedules
 
@@ -85,6 +88,7 @@ def build_poll_schedule(
                         scheduled_minute=minute.isoformat(),
                         read_concurrency=read_concurrency,
                         group=group,
+                        down_after=down_after,
                     )
                 }
             ),

@@ -151,6 +151,21 @@ def test_purge_schedule_uses_the_retention_days():
     assert request.run_config["ops"]["purge_old_runs"]["config"]["retention_days"] == 30
 
 
+@pytest.mark.parametrize(("env", "expected"), [({}, 3), ({"ENERGYMON_ALERT_DOWN_AFTER": "5"}, 5)])
+def test_poll_runs_carry_the_code_servers_down_threshold(env, expected, tmp_path, monkeypatch):
+    """A run in a container of its own (DockerRunLauncher) does not get the alert settings'
+    file: the schedule, in the code server, puts ENERGYMON_ALERT_DOWN_AFTER in its config."""
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    monkeypatch.setenv("ENERGYMON_DATABASE_URL", url)  # read through dg.EnvVar
+    defs = build_definitions({"ENERGYMON_DATABASE_URL": url, **env})
+    schedule = defs.get_repository_def().get_schedule_def("poll_meters_schedule")
+    with dg.instance_for_test() as instance:
+        [request] = evaluate(
+            schedule, datetime(2026, 11, 27, 12, 34, tzinfo=UTC), instance
+        ).run_requests
+    assert config_of(request)["down_after"] == expected
+
+
 def test_one_schedule_per_poll_group():
     pipeline = settings.pipeline({"ENERGYMON_POLL_GROUPS": "default,north"})
     schedules = [

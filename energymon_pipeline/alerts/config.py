@@ -20,6 +20,8 @@ SMTP_SECURITY = ("starttls", "tls", "none")
 SMTP_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 WEBHOOK_URL = "ENERGYMON_ALERT_WEBHOOK_URL"
 SMTP_PASSWORD = "ENERGYMON_SMTP_PASSWORD"
+#: ENERGYMON_ALERT_DOWN_AFTER's largest value.
+DOWN_AFTER_MAX = 10000
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class AlertSettings:
 def alert_settings(env: Mapping[str, str] | None = None) -> AlertSettings:
     env = os.environ if env is None else env
     return AlertSettings(
-        down_after=env_int(env, "ENERGYMON_ALERT_DOWN_AFTER", 3, 1, 10000),
+        down_after=env_int(env, "ENERGYMON_ALERT_DOWN_AFTER", 3, 1, DOWN_AFTER_MAX),
         repeat_hours=env_int(env, "ENERGYMON_ALERT_REPEAT_HOURS", 24, 0, 8760),
         degraded=env_bool(env, "ENERGYMON_ALERT_DEGRADED", False),
         spool_minutes=env_int(env, "ENERGYMON_ALERT_SPOOL_MINUTES", 15, 1, 100000),

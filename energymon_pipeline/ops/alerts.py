@@ -107,7 +107,7 @@ class AlertsResource(dg.ConfigurableResource):
 def record_meter_states(
     context: dg.OpExecutionContext,
     registry: RegistryResource,
-    alerts: AlertsResource,
+    down_after: int,
     results: list[MeterResult],
 ) -> dict[str, float]:
     """After the read: each meter's state, one statement for all. The readings matter more:
@@ -117,9 +117,7 @@ def record_meter_states(
         return {}
     started = time.perf_counter()
     try:
-        updated = update_states(
-            registry.engine(), map(outcome_of, results), utc_now(), alerts.down_after
-        )
+        updated = update_states(registry.engine(), map(outcome_of, results), utc_now(), down_after)
     except (EnergymonError, SQLAlchemyError) as error:
         context.log.warning(f"meter states not recorded: {error}")
         return {}

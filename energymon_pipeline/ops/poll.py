@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
+from energymon_pipeline.alerts.config import DOWN_AFTER_MAX
 from energymon_pipeline.errors import EnergymonError
 from energymon_pipeline.modbus.links import group_links
 from energymon_pipeline.modbus.reader import DEFAULT_CONCURRENCY, MeterResult
@@ -41,6 +42,10 @@ class PollConfig(dg.Config):
     #: Seconds to wait for a link (gateway, serial port) another run is reading before its
     #: meters are given up for this run (ops/link_pools.py).
     link_wait_s: float = 50.0
+    #: Failed polls in a row before a meter counts as down (alerts). The schedule sets it
+    #: from the code server's ENERGYMON_ALERT_DOWN_AFTER, so a run started where the alert
+    #: settings are not (a run container) counts as configured; empty: the run's own setting.
+    down_after: int | None = None
 
 
 def sample_times(seconds: list[int], minute: datetime, now: float) -> list[float]:
@@ -67,6 +72,11 @@ def load_definitions(
         raise dg.Failure(description=str(error)) from None
     for problem in definitions.problems:
         context.log.warning(problem)
+    if config.down_after is not None and not 1 <= config.down_after <= DOWN_AFTER_MAX:
+        raise dg.Failure(
+            description=f"down_after={config.down_after} is out of range; allowed: 1 to "
+            f"{DOWN_AFTER_MAX} (failed polls in a row before a meter counts as down)"
+        )
     now = time.time()
     minute = (
         datetime.fromisoformat(config.scheduled_minute)
@@ -79,6 +89,7 @@ def load_definitions(
         dry_run=config.dry_run,
         read_concurrency=config.read_concurrency,
         link_wait_s=config.link_wait_s,
+        down_after=config.down_after,
         due=(
             minute.replace(second=min(config.sample_seconds), microsecond=0).timestamp()
             if config.sample_seconds
@@ -126,7 +137,9 @@ def read_meters(
         if result.errors:
             context.log.warning(f"meter {result.meter.meter_id}: {result.error}")
     _save_learnt_splits(context, registry, results)
-    states = record_meter_states(context, registry, alerts, results)  # for meter_alert_sensor
+    # For meter_alert_sensor; the schedule's threshold (the code server's) over the run's own.
+    down_after = plan.down_after or alerts.down_after
+    states = record_meter_states(context, registry, down_after, results)
     started = [r.first_request_at for r in results if r.first_request_at is not None]
     late = {}
     if plan.due is not None and started:  # a scheduled run: how late its first sample was

@@ -57,6 +57,9 @@ class PollPlan:
     read_concurrency: int
     #: How long the read waits for a link another run holds (ops/link_pools.py).
     link_wait_s: float = 50.0
+    #: Failed polls in a row before a meter counts as down, when the run's config set it
+    #: (the schedule does); None: the run's AlertsResource.
+    down_after: int | None = None
     #: A scheduled run's first configured sample time (epoch seconds), even when the run
     #: started after it; None for a run without sample seconds (manual: "now").
     due: float | None = None

@@ -82,9 +82,10 @@ def fleet(registry_url, influxd, influx_db, tmp_path, receiver, mailbox, monkeyp
     engine.dispose()
 
 
-def poll(fleet, instance) -> dg.ExecuteInProcessResult:
+def poll(fleet, instance, **config) -> dg.ExecuteInProcessResult:
     job = build_definitions(fleet["env"]).resolve_job_def("poll_meters_job")
-    return job.execute_in_process(instance=instance, raise_on_error=False)
+    run_config = {"ops": {"load_definitions": {"config": config}}} if config else None
+    return job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
 
 
 def tick(fleet, clock, instance, cursor=None, **overrides) -> tuple[str, str]:
@@ -312,3 +313,20 @@ def test_the_sensors_are_in_the_definitions_and_on_by_default():
         .minimum_interval_seconds
         == 30
     )
+
+
+def test_the_runs_config_sets_the_down_threshold(fleet):
+    """The schedule passes the code server's ENERGYMON_ALERT_DOWN_AFTER in the run config (a
+    run container lacks the alert settings): it wins over the run's own (3 here)."""
+    fleet["flaky"].stop_thread()
+    with dg.instance_for_test() as instance:
+        assert poll(fleet, instance).success
+        assert meter_states(fleet)[1] == "failing"  # 1 failed poll of the run's own 3
+        assert poll(fleet, instance, down_after=2).success
+        assert meter_states(fleet)[1] == "down"
+        result = poll(fleet, instance, down_after=0)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "down_after=0 is out of range; allowed: 1 to 10000" in message
+    assert "Traceback" not in message
