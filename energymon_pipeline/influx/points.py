@@ -18,8 +18,10 @@ and a dashboard would read a substitute as a real value. Text that line protocol
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,6 +50,8 @@ _ONE_MS = timedelta(milliseconds=1)
 # spaces and equals signs in tag keys and values. Newlines cannot be escaped at all.
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
 _TAG_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
+# What makes a tag key or value need more than itself: escapes, a backslash, a line break.
+_TAG_SPECIAL = re.compile(r"[,= \\\n\r]")
 
 
 class PointError(ValueError):
@@ -92,6 +96,8 @@ def escape_measurement(name: str) -> str:
 def escape_tag(text: str) -> str:
     """A tag key or tag value as line protocol text (trailing backslashes dropped, see above;
     the result may be empty)."""
+    if _TAG_SPECIAL.search(text) is None:  # most texts: as they are
+        return text
     _check_text(text, "tag")
     return _drop_trailing_backslashes(text, "tag").translate(_TAG_ESCAPES)
 
@@ -99,6 +105,11 @@ def escape_tag(text: str) -> str:
 def _present(value: object) -> bool:
     if value is None:
         return False
+    kind = type(value)
+    if kind is str:
+        return value != ""
+    if kind is int:
+        return True
     if isinstance(value, float) and math.isnan(value):
         return False
     import pandas as pd
@@ -114,6 +125,14 @@ def tag_set(tags: dict[str, object]) -> str:
         if _present(value) and (text := escape_tag(str(value))):
             parts.append(f",{escape_tag(key)}={text}")
     return "".join(parts)
+
+
+@functools.lru_cache(maxsize=16384)
+def meter_tag_set(description: object, meter_id: int | None, meter_type: object) -> str:
+    """A meter's tags (`description`, `id`, `type`) as `tag_set` gives them, encoded once per
+    process: a run's readings and its health points carry the same meter tags. A text that
+    cannot be encoded raises PointError each time (errors are not cached)."""
+    return tag_set({"description": description, "id": meter_id, "type": meter_type})
 
 
 def timestamp_ms(moment: datetime | pd.Timestamp) -> int:
@@ -208,20 +227,24 @@ def encode_readings(readings: pd.DataFrame) -> EncodedReadings:
         parts = tuple((codes[good], texts) for codes, texts in parts)
         values, stamps = values[good], stamps[good]
         meter_ids = [m for m, b in zip(meter_ids, bad.tolist(), strict=True) if not b]
-    prefix = None
-    for codes, texts in parts:
-        column = np.array([t if isinstance(t, str) else "" for t in texts], dtype=object)[codes]
-        prefix = column if prefix is None else prefix + column
-    lines = (
-        []
-        if prefix is None or not len(prefix)
-        else [
-            f"{head} {FIELD}={value!r} {stamp}"
-            for head, value, stamp in zip(
-                prefix.tolist(), values.tolist(), stamps.tolist(), strict=True
+    lines = []
+    if len(values):
+        # Each row's text before its value ("<measurement><tags> value=") and after it
+        # (" <time>") are whole-array concatenations of each distinct part's text; only the
+        # value is formatted per row.
+        field = np.array([f" {FIELD}="], dtype=object)
+        head = None
+        for codes, texts in parts:
+            column = np.array([t if isinstance(t, str) else "" for t in texts], dtype=object)
+            head = column[codes] if head is None else head + column[codes]
+        distinct_stamps, stamp_codes = np.unique(stamps, return_inverse=True)
+        tails = np.array([f" {stamp}" for stamp in distinct_stamps.tolist()], dtype=object)
+        lines = [
+            f"{start}{value!r}{end}"
+            for start, value, end in zip(
+                (head + field).tolist(), values.tolist(), tails[stamp_codes].tolist(), strict=True
             )
         ]
-    )
     written = Counter(meter_ids)
     for (meter_id, reason), count in sorted(dropped.items(), key=str):
         log.warning("meter %s: %d value(s) not written: %s", meter_id, count, reason)
@@ -250,12 +273,14 @@ def _encode_distinct_meters(readings: pd.DataFrame) -> tuple[np.ndarray, list[st
     ]
     texts = []
     for description, meter_id, meter_type in zip(*columns, strict=True):
-        tags = {
-            "description": description,
-            "id": None if not _present(meter_id) else int(meter_id),
-            "type": meter_type,
-        }
-        texts.append(_encoded(tag_set, tags))
+        meter_id = None if not _present(meter_id) else int(meter_id)
+        try:
+            texts.append(meter_tag_set(description, meter_id, meter_type))
+        except PointError as error:
+            texts.append(error)
+        except TypeError:  # an unhashable value in a text column (a bug upstream): uncached
+            tags = {"description": description, "id": meter_id, "type": meter_type}
+            texts.append(_encoded(tag_set, tags))
     return codes, texts
 
 
@@ -306,7 +331,7 @@ def poll_health_line(
         f"dropped={int(dropped)}i",
         f"errors={int(errors)}i",
     ]
-    tags = tag_set({"description": description, "id": meter_id, "type": meter_type})
+    tags = meter_tag_set(description, meter_id, meter_type)
     return f"{POLL_MEASUREMENT}{tags} {','.join(fields)} {timestamp_ms(time)}"
 
 
@@ -352,7 +377,7 @@ def connectivity_line(
     fields = [f"ok={'true' if ok else 'false'}", f'result="{_string_field(result)}"']
     if latency_ms is not None and math.isfinite(latency_ms):
         fields.append(f"latency_ms={_float_text(latency_ms)}")
-    tags = tag_set({"description": description, "id": meter_id, "type": meter_type})
+    tags = meter_tag_set(description, meter_id, meter_type)
     return f"{CONNECTIVITY_MEASUREMENT}{tags} {','.join(fields)} {timestamp_ms(time)}"
 
 
