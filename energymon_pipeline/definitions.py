@@ -80,7 +80,10 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
                 for group in (pipeline.poll_groups or (None,))
             ],
             build_purge_schedule(
-                purge_old_runs_job, pipeline.run_retention_days, pipeline.timezone
+                purge_old_runs_job,
+                pipeline.run_retention_days,
+                pipeline.timezone,
+                alerts.history_days,
             ),
             *build_rollup_schedules(rollup_hourly, rollup_daily),
         ],

@@ -8,7 +8,7 @@ import dagster as dg
 
 from energymon_pipeline.assets import Rollups
 from energymon_pipeline.ops.connectivity import check_meter_connectivity
-from energymon_pipeline.ops.maintenance import purge_old_runs
+from energymon_pipeline.ops.maintenance import purge_alert_history, purge_old_runs
 from energymon_pipeline.ops.poll import load_definitions, read_meters, validate_readings
 from energymon_pipeline.ops.write import write_readings
 
@@ -28,10 +28,12 @@ def poll_meters_job() -> None:
 
 
 @dg.job(
-    description="Delete Dagster runs older than DAGSTER_RUN_RETENTION_DAYS.",
+    description="Delete Dagster runs older than DAGSTER_RUN_RETENTION_DAYS and alerts older "
+    "than ENERGYMON_ALERT_HISTORY_DAYS.",
 )
 def purge_old_runs_job() -> None:
     purge_old_runs()
+    purge_alert_history()
 
 
 @dg.job(

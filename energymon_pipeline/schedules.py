@@ -8,7 +8,7 @@ from datetime import timedelta
 import dagster as dg
 
 from energymon_pipeline.cron import CronTrigger
-from energymon_pipeline.ops.maintenance import PurgeConfig
+from energymon_pipeline.ops.maintenance import AlertHistoryConfig, PurgeConfig
 from energymon_pipeline.ops.poll import PollConfig
 
 IN_PROGRESS = [
@@ -103,17 +103,24 @@ def build_poll_schedule(
 
 
 def build_purge_schedule(
-    job: dg.JobDefinition, retention_days: int, timezone: str
+    job: dg.JobDefinition, retention_days: int, timezone: str, alert_history_days: int = 365
 ) -> dg.ScheduleDefinition:
-    """Daily at 03:17 local time (off the hour, away from the poll's busiest ticks)."""
+    """Daily at 03:17 local time (off the hour, away from the poll's busiest ticks). Both
+    retentions go in the run's config (the code server's settings)."""
     return dg.ScheduleDefinition(
         name="purge_old_runs_schedule",
         cron_schedule="17 3 * * *",
         execution_timezone=timezone,
         job=job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        run_config=dg.RunConfig(ops={"purge_old_runs": PurgeConfig(retention_days=retention_days)}),
-        description=f"Deletes runs older than {retention_days} day(s).",
+        run_config=dg.RunConfig(
+            ops={
+                "purge_old_runs": PurgeConfig(retention_days=retention_days),
+                "purge_alert_history": AlertHistoryConfig(history_days=alert_history_days),
+            }
+        ),
+        description=f"Deletes runs older than {retention_days} day(s) and alerts older than "
+        f"{alert_history_days} day(s).",
     )
 
 

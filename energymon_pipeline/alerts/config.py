@@ -22,6 +22,8 @@ WEBHOOK_URL = "ENERGYMON_ALERT_WEBHOOK_URL"
 SMTP_PASSWORD = "ENERGYMON_SMTP_PASSWORD"
 #: ENERGYMON_ALERT_DOWN_AFTER's largest value.
 DOWN_AFTER_MAX = 10000
+#: ENERGYMON_ALERT_HISTORY_DAYS's largest value (a hundred years: "keep it").
+HISTORY_DAYS_MAX = 36500
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class AlertSettings:
     degraded: bool = False
     spool_minutes: int = 15
     interval_s: int = 60
+    #: Days the alert history is kept (purge_old_runs_job deletes older alerts daily).
+    history_days: int = 365
     webhook: WebhookSettings | None = None
     smtp: SmtpSettings | None = None
 
@@ -69,6 +73,7 @@ def alert_settings(env: Mapping[str, str] | None = None) -> AlertSettings:
         degraded=env_bool(env, "ENERGYMON_ALERT_DEGRADED", False),
         spool_minutes=env_int(env, "ENERGYMON_ALERT_SPOOL_MINUTES", 15, 1, 100000),
         interval_s=env_int(env, "ENERGYMON_ALERT_INTERVAL_S", 60, 5, 86400),
+        history_days=env_int(env, "ENERGYMON_ALERT_HISTORY_DAYS", 365, 1, HISTORY_DAYS_MAX),
         webhook=webhook_settings(env),
         smtp=smtp_settings(env),
     )

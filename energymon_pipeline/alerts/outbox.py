@@ -225,6 +225,30 @@ def _finish(
     queries.run_in_transaction(engine, work)
 
 
+def prune_history(engine: Engine, before: datetime) -> int:
+    """Deletes the alerts raised before `before` with their deliveries, except those still
+    queued on a channel (they are sent first). Returns how many alerts were deleted."""
+
+    def work(connection: Connection) -> int:
+        queued = sa.select(alert_deliveries.c.alert_id).where(alert_deliveries.c.status == QUEUED)
+        old = sa.select(alerts.c.id).where(alerts.c.raised_at < before, alerts.c.id.not_in(queued))
+        ids = list(connection.scalars(old))
+        for start in range(0, len(ids), _PRUNE_BATCH):
+            batch = ids[start : start + _PRUNE_BATCH]
+            # Deliveries first: the foreign key cascades too, where the database enforces it.
+            connection.execute(
+                alert_deliveries.delete().where(alert_deliveries.c.alert_id.in_(batch))
+            )
+            connection.execute(alerts.delete().where(alerts.c.id.in_(batch)))
+        return len(ids)
+
+    return queries.run_in_transaction(engine, work)
+
+
+#: Ids per DELETE statement (SQLite's bound-parameter limit is 32766 at least).
+_PRUNE_BATCH = 1000
+
+
 def history(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
     """The latest alerts, newest first, each with its deliveries (channel: status)."""
 

@@ -1,10 +1,16 @@
 """Housekeeping: Dagster keeps every run forever, and a poll run per minute makes the run
-history (and the UI that lists it) slower every month. This op deletes old runs."""
+history (and the UI that lists it) slower every month. These ops delete old runs, and the
+alert history past its own (longer) retention."""
 
 import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from sqlalchemy.exc import SQLAlchemyError
+
+from energymon_pipeline.alerts.config import HISTORY_DAYS_MAX
+from energymon_pipeline.errors import EnergymonError
+from energymon_pipeline.resources import RegistryResource
 
 #: Upper bounds so one purge never holds the instance for long; the next day continues.
 PURGE_BATCH = 500
@@ -40,6 +46,41 @@ def purge_old_runs(context: dg.OpExecutionContext, config: PurgeConfig) -> int:
             "deleted runs": deleted,
             "cutoff": cutoff.isoformat(),
             "retention days": config.retention_days,
+        }
+    )
+    return deleted
+
+
+class AlertHistoryConfig(dg.Config):
+    #: Set by the purge schedule from the code server's ENERGYMON_ALERT_HISTORY_DAYS (a run
+    #: in a container of its own does not get the alert settings).
+    history_days: int = 365
+
+
+@dg.op(
+    description="Delete alerts (and their deliveries) raised before the alert history's "
+    "retention; an alert still queued on a channel is kept until it is sent."
+)
+def purge_alert_history(
+    context: dg.OpExecutionContext, config: AlertHistoryConfig, registry: RegistryResource
+) -> int:
+    from energymon_pipeline.alerts.outbox import prune_history
+
+    if not 1 <= config.history_days <= HISTORY_DAYS_MAX:
+        raise dg.Failure(
+            f"history_days={config.history_days} is out of range; allowed: 1 to "
+            f"{HISTORY_DAYS_MAX} (days of alert history kept)"
+        )
+    cutoff = datetime.now(UTC) - timedelta(days=config.history_days)
+    try:
+        deleted = prune_history(registry.engine(), cutoff)
+    except (EnergymonError, SQLAlchemyError) as error:  # the registry down: one line, no trace
+        raise dg.Failure(description=f"alert history not pruned: {error}") from None
+    context.add_output_metadata(
+        {
+            "deleted alerts": deleted,
+            "cutoff": cutoff.isoformat(),
+            "history days": config.history_days,
         }
     )
     return deleted

@@ -38,6 +38,8 @@ def test_smtp_ports_follow_the_security_mode():
     [
         ({"ENERGYMON_ALERT_DOWN_AFTER": "0"},
          "ENERGYMON_ALERT_DOWN_AFTER=0 is out of range; allowed: 1 to 10000"),
+        ({"ENERGYMON_ALERT_HISTORY_DAYS": "0"},
+         "ENERGYMON_ALERT_HISTORY_DAYS=0 is out of range; allowed: 1 to 36500"),
         ({"ENERGYMON_ALERT_REPEAT_HOURS": "daily"},
          "ENERGYMON_ALERT_REPEAT_HOURS='daily' is not an integer; allowed: a whole number "
          "from 0 to 8760"),
@@ -67,7 +69,7 @@ def test_bad_values_are_one_line(env, message):
 def test_every_variable_is_documented_once():
     source = Path(config.__file__).read_text(encoding="utf-8")
     read = set(re.findall(r'"(ENERGYMON_(?:ALERT|SMTP)_[A-Z_]+)"', source))
-    assert len(read) == 17, sorted(read)
+    assert len(read) == 18, sorted(read)
     reference = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", reference, flags=re.MULTILINE)
     for name in read:
