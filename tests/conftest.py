@@ -152,3 +152,25 @@ def refused_port():
     port = probe.getsockname()[1]
     probe.close()
     return port
+
+
+@pytest.fixture(autouse=True)
+def _no_dagster_instance_left_current():
+    """A test must leave no Dagster instance "current": an instance's context (`with
+    instance`, or a schedule or sensor context built without `with`, closed when Python
+    collects it) sets the defs-state storage every later definitions load reads. Left set
+    to a closed instance, every later test that loads definitions fails with "Attempted to
+    resolve undefined DagsterInstance weakref", depending on when the garbage collector ran.
+    This fails the test that leaves it instead, and puts it back for the next ones."""
+    from dagster._core.storage.defs_state import base
+
+    before = base.DefsStateStorage.get()
+    yield
+    after = base.DefsStateStorage.get()
+    if after is not before:
+        base._current_storage.set(before)
+        pytest.fail(
+            "this test left a Dagster instance current (use `with` on instances and on "
+            "build_schedule_context/build_sensor_context)",
+            pytrace=False,
+        )

@@ -139,10 +139,11 @@ def test_purge_schedule_carries_the_code_servers_alert_history_days(tmp_path, mo
     monkeypatch.setenv("ENERGYMON_DATABASE_URL", url)  # read through dg.EnvVar
     defs = build_definitions({"ENERGYMON_DATABASE_URL": url, "ENERGYMON_ALERT_HISTORY_DAYS": "30"})
     schedule = defs.get_repository_def().get_schedule_def("purge_old_runs_schedule")
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 11, 27, 3, 17, tzinfo=UTC)
-        )
+    when = datetime(2026, 11, 27, 3, 17, tzinfo=UTC)
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as context,
+    ):
         [request] = schedule.evaluate_tick(context).run_requests
     dg.validate_run_config(purge_old_runs_job, request.run_config)
     assert request.run_config["ops"]["purge_alert_history"]["config"] == {"history_days": 30}

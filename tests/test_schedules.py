@@ -24,8 +24,8 @@ def poll_schedule(env: dict[str, str]):
 
 
 def evaluate(schedule, when: datetime, instance=None):
-    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
-    return schedule.evaluate_tick(context)
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as context:
+        return schedule.evaluate_tick(context)
 
 
 def config_of(request: dg.RunRequest, job: dg.JobDefinition = poll_meters_job) -> dict:
@@ -222,10 +222,10 @@ def test_rollup_schedules_request_the_closed_hour_and_day(timezone, tmp_path, mo
     zone = ZoneInfo(timezone)
 
     def requested(schedule, when: datetime) -> str:
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             scheduled_execution_time=when, repository_def=repository
-        )
-        [request] = schedule.evaluate_tick(context).run_requests
+        ) as context:
+            [request] = schedule.evaluate_tick(context).run_requests
         return request.partition_key
 
     assert requested(hourly, datetime(2026, 11, 20, 11, 5, tzinfo=zone)) == "2026-11-20-10:00"
