@@ -33,7 +33,9 @@ WORKERS = 6
 ROUNDS = 8
 #: Long enough for every other worker's claim attempt to meet the holder.
 HOLD_S = 0.05
-WAIT_S = 60.0
+#: A link held longer than this by another worker is a failure (a slot never freed).
+WAIT_S = 20.0
+BARRIER_S = 60.0
 
 
 def link_key(round_: int) -> str:
@@ -78,24 +80,28 @@ def _held_by_hold(pools: LinkPools, key: str, counters) -> bool:
 
 
 def race(home: str, mode: str, barrier, counters, results) -> None:
-    """One worker: every round, prepare and claim that round's new pool(s) with the others."""
+    """One worker: every round, prepare and claim that round's new pool(s) with the others.
+    Whatever happens, it reports what it got (a failure ends its rounds and breaks the
+    barrier, so the others stop too and the test fails with the reason, not a timeout)."""
     os.environ["DAGSTER_HOME"] = home
-    outcomes = []
+    outcomes: list = []
     held = _held_by_claim if mode == "claim" else _held_by_hold
-    with dg.DagsterInstance.get() as instance:
-        instance.event_log_storage.get_pool_limits()  # schema checks done before the race
-        for round_ in range(ROUNDS):
-            pools = LinkPools(
-                instance, uuid.uuid4().hex, "read_meters", logging.getLogger("race"), WAIT_S
-            )
-            key = link_key(round_)
-            barrier.wait(timeout=60)
-            try:
+    try:
+        with dg.DagsterInstance.get() as instance:
+            instance.event_log_storage.get_pool_limits()  # schema checks done before the race
+            for round_ in range(ROUNDS):
+                pools = LinkPools(
+                    instance, uuid.uuid4().hex, "read_meters", logging.getLogger("race"), WAIT_S
+                )
+                key = link_key(round_)
+                barrier.wait(timeout=BARRIER_S)
                 pools.prepare([key])
                 outcomes.append(held(pools, key, counters))
-            except Exception as error:  # reported to the test, which fails on it
-                outcomes.append(repr(error)[:300])
-    results.put(outcomes)
+    except Exception as error:  # reported to the test, which fails on it
+        outcomes.append(f"round {len(outcomes) + 1}: {error!r}"[:300])
+        barrier.abort()
+    finally:
+        results.put(outcomes)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -134,7 +140,7 @@ def test_runs_racing_for_a_new_link_pool_hold_it_one_at_a_time(dagster_home, mod
     for worker in workers:
         worker.start()
     try:
-        outcomes = [results.get(timeout=180) for _ in workers]
+        outcomes = [results.get(timeout=200) for _ in workers]
     finally:
         for worker in workers:
             worker.join(timeout=30)
