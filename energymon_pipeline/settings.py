@@ -39,6 +39,12 @@ def env_int(env: Mapping[str, str], name: str, default: int, low: int, high: int
         raise SettingsError(
             f"{name}={raw!r} is not an integer; allowed: a whole number from {low} to {high}"
         ) from None
+    return in_range(name, value, low, high)
+
+
+def in_range(name: str, value: int, low: int, high: int) -> int:
+    """`value`, or a SettingsError naming `name`, the value and the range allowed (for
+    variables and for run config fields alike)."""
     if not low <= value <= high:
         raise SettingsError(f"{name}={value} is out of range; allowed: {low} to {high}")
     return value

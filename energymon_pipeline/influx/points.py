@@ -278,9 +278,6 @@ def _encode_distinct_meters(readings: pd.DataFrame) -> tuple[np.ndarray, list[st
             texts.append(meter_tag_set(description, meter_id, meter_type))
         except PointError as error:
             texts.append(error)
-        except TypeError:  # an unhashable value in a text column (a bug upstream): uncached
-            tags = {"description": description, "id": meter_id, "type": meter_type}
-            texts.append(_encoded(tag_set, tags))
     return codes, texts
 
 

@@ -9,8 +9,9 @@ import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
 from energymon_pipeline.alerts.config import HISTORY_DAYS_MAX
-from energymon_pipeline.errors import EnergymonError
+from energymon_pipeline.errors import EnergymonError, SettingsError
 from energymon_pipeline.resources import RegistryResource
+from energymon_pipeline.settings import in_range
 
 #: Upper bounds so one purge never holds the instance for long; the next day continues.
 PURGE_BATCH = 500
@@ -66,11 +67,10 @@ def purge_alert_history(
 ) -> int:
     from energymon_pipeline.alerts.outbox import prune_history
 
-    if not 1 <= config.history_days <= HISTORY_DAYS_MAX:
-        raise dg.Failure(
-            f"history_days={config.history_days} is out of range; allowed: 1 to "
-            f"{HISTORY_DAYS_MAX} (days of alert history kept)"
-        )
+    try:
+        in_range("history_days", config.history_days, 1, HISTORY_DAYS_MAX)
+    except SettingsError as error:
+        raise dg.Failure(f"{error} (days of alert history kept)") from None
     cutoff = datetime.now(UTC) - timedelta(days=config.history_days)
     try:
         deleted = prune_history(registry.engine(), cutoff)

@@ -12,7 +12,7 @@ import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
 from energymon_pipeline.alerts.config import DOWN_AFTER_MAX
-from energymon_pipeline.errors import EnergymonError
+from energymon_pipeline.errors import EnergymonError, SettingsError
 from energymon_pipeline.modbus.links import group_links
 from energymon_pipeline.modbus.reader import DEFAULT_CONCURRENCY, MeterResult
 from energymon_pipeline.modbus.reader import read_meters as read_all
@@ -23,6 +23,7 @@ from energymon_pipeline.ops.types import PollPlan, ReadingsFrame
 from energymon_pipeline.registry.definitions import load_definitions as load_registry
 from energymon_pipeline.registry.learnt_splits import save_learnt_splits
 from energymon_pipeline.resources import RegistryResource
+from energymon_pipeline.settings import in_range
 
 
 class PollConfig(dg.Config):
@@ -64,6 +65,13 @@ def load_definitions(
     context: dg.OpExecutionContext, config: PollConfig, registry: RegistryResource
 ) -> PollPlan:
     run_process.freeze_heap()
+    if config.down_after is not None:
+        try:
+            in_range("down_after", config.down_after, 1, DOWN_AFTER_MAX)
+        except SettingsError as error:
+            raise dg.Failure(
+                description=f"{error} (failed polls in a row before a meter counts as down)"
+            ) from None
     try:
         definitions = load_registry(
             registry.engine(), meter_ids=config.meter_ids, group=config.group
@@ -72,11 +80,6 @@ def load_definitions(
         raise dg.Failure(description=str(error)) from None
     for problem in definitions.problems:
         context.log.warning(problem)
-    if config.down_after is not None and not 1 <= config.down_after <= DOWN_AFTER_MAX:
-        raise dg.Failure(
-            description=f"down_after={config.down_after} is out of range; allowed: 1 to "
-            f"{DOWN_AFTER_MAX} (failed polls in a row before a meter counts as down)"
-        )
     now = time.time()
     minute = (
         datetime.fromisoformat(config.scheduled_minute)
