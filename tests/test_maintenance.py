@@ -117,6 +117,7 @@ def test_alert_history_keeps_recent_and_queued_alerts(registry_url):
 
         bad = purge(instance, registry, purge_alert_history={"history_days": 0})
         assert not bad.success
+        assert {row["key"] for row in history(engine)} == {"old-half-queued", "just-kept", "recent"}
         message = step_failure(bad, "purge_alert_history")
         assert "history_days=0 is out of range; allowed: 1 to 36500" in message
     engine.dispose()

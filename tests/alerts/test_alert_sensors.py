@@ -324,7 +324,9 @@ def test_the_runs_config_sets_the_down_threshold(fleet):
         assert meter_states(fleet)[1] == "failing"  # 1 failed poll of the run's own 3
         assert poll(fleet, instance, down_after=2).success
         assert meter_states(fleet)[1] == "down"
+        before = meter_states(fleet)
         result = poll(fleet, instance, down_after=0)
+        assert meter_states(fleet) == before, "a refused threshold changes no state"
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.error.message
