@@ -51,6 +51,21 @@ def test_a_held_link_makes_another_run_wait_then_pass(instance, caplog):
     assert instance.event_log_storage.get_concurrency_info(pool_name(KEY)).claimed_slots == []
 
 
+def test_a_free_slot_nobody_was_assigned_is_taken_by_the_waiting_run(instance):
+    """The lost wakeup: run-b looked at the queue while run-a held the slot (nothing to
+    assign), run-a released (nobody queued to assign), then run-b joined the queue unassigned.
+    Nothing else will ever assign it: its own next look must."""
+    first, second = pools(instance, "run-a", wait_s=2.0), pools(instance, "run-b", wait_s=2.0)
+    pool, step = pool_name(KEY), "read_meters[" + KEY + "]"
+    assert first.claim(KEY, "10.0.0.5:502") is True
+    storage = instance.event_log_storage
+    assert storage.has_unassigned_slots(pool) is False  # run-b's look: no slot to assign
+    first.release(KEY)
+    storage.add_pending_step(pool, "run-b", step, should_assign=False)  # ...then it joins
+    assert second.claim(KEY, "10.0.0.5:502") is True
+    assert [s.run_id for s in storage.get_concurrency_info(pool).claimed_slots] == ["run-b"]
+
+
 def test_without_a_pool_limit_links_are_not_guarded(caplog):
     with dg.instance_for_test() as instance:
         unguarded = pools(instance, "run-a")

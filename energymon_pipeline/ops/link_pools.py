@@ -274,6 +274,13 @@ class LinkPools:
         status = storage.check_concurrency_claim(pool, self._run_id, step_key)
         if status.is_claimed:
             return True
+        if not status.is_assigned and storage.has_unassigned_slots(pool):
+            # A slot nobody is assigned: a release that came between this run's look at the
+            # queue and its joining it assigned no one, and no later release will (a wakeup
+            # lost, seen with six racing runs). Let the queue assign its head (this run or
+            # one before it) and look again; the conditional take keeps the slot single.
+            storage.assign_pending_steps([pool])
+            status = storage.check_concurrency_claim(pool, self._run_id, step_key)
         return status.is_assigned and _take_free_slot(storage, pool, self._run_id, step_key)
 
     def claim(self, link_key: str, name: str) -> bool:
